@@ -1,0 +1,7 @@
+"""Apache Airflow provider for the Vantax omnichannel messaging API."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
