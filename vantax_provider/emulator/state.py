@@ -1,0 +1,258 @@
+"""In-memory state of one emulator process: settings, messages, idempotency records, log, stats."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from vantax_provider.emulator import rules
+from vantax_provider.emulator.faults import FaultRule, parse_rule
+
+LOG_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Behaviour knobs, changed at run time by ``POST /_emulator/config``.
+
+    :param latency_ms: delay added to every API request (control requests are never delayed).
+    :param queued_seconds: how long a new message stays ``queued``.
+    :param sent_seconds: how long it then stays ``sent`` before its final outcome.
+    :param outcomes: conversation id -> final status (``delivered``, ``failed``, ``stuck`` or any string).
+    :param closed_windows: conversation ids whose WhatsApp/Messenger/Instagram sends get 422.
+    """
+
+    latency_ms: float = 0.0
+    queued_seconds: float = 0.05
+    sent_seconds: float = 0.1
+    outcomes: dict[str, str] = field(default_factory=dict)
+    closed_windows: frozenset[str] = frozenset()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "latency_ms": self.latency_ms,
+            "queued_seconds": self.queued_seconds,
+            "sent_seconds": self.sent_seconds,
+            "outcomes": dict(self.outcomes),
+            "closed_windows": sorted(self.closed_windows),
+        }
+
+    def updated(self, data: Any) -> Settings:
+        """A copy with the given keys changed; raise ValueError naming every bad key."""
+        if not isinstance(data, dict):
+            raise ValueError("config must be a JSON object")
+        errors = [f"{key}: unknown key" for key in sorted(set(data) - set(self.to_dict()))]
+        changes: dict[str, Any] = {}
+        for key in ("latency_ms", "queued_seconds", "sent_seconds"):
+            if key in data:
+                value = data[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    errors.append(f"{key}: must be a non-negative number")
+                else:
+                    changes[key] = float(value)
+        if "outcomes" in data:
+            outcomes = data["outcomes"]
+            if not isinstance(outcomes, dict) or not all(isinstance(v, str) for v in outcomes.values()):
+                errors.append("outcomes: must be an object of conversation id -> status string")
+            else:
+                changes["outcomes"] = dict(outcomes)
+        if "closed_windows" in data:
+            closed = data["closed_windows"]
+            if not isinstance(closed, list) or not all(isinstance(v, str) for v in closed):
+                errors.append("closed_windows: must be a list of conversation ids")
+            else:
+                changes["closed_windows"] = frozenset(closed)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return replace(self, **changes)
+
+
+@dataclass
+class Message:
+    """A created message. Its status is derived from the clock on every read, so no background task."""
+
+    id: str
+    conversation_id: str
+    channel: str
+    body: dict[str, Any]
+    idempotency_key: str | None
+    created_at: str
+    created_monotonic: float
+    # Snapshotted at creation, so later config changes don't rewrite history.
+    queued_seconds: float
+    sent_seconds: float
+    outcome: str
+    ignored_fields: list[str]
+
+    def status(self, now: float) -> str:
+        age = now - self.created_monotonic
+        if age < self.queued_seconds:
+            return "queued"
+        if age < self.queued_seconds + self.sent_seconds or self.outcome == "stuck":
+            return "sent"
+        return self.outcome
+
+    def data(self, now: float, *, initial: bool = False) -> dict[str, Any]:
+        """The ``data`` object of the API envelope, shaped like the reference's example."""
+        status = self.status(now)
+        if initial and status not in ("queued", "sent"):
+            # The reference promises an initial status of queued or sent, even with zero delays.
+            status = "sent"
+        email = self.channel == "email"
+        return {
+            "id": self.id,
+            "conversation_id": self.conversation_id,
+            "channel": self.channel,
+            "direction": "outbound",
+            "content": self.body["content"],
+            "subject": self.body.get("subject") if email else None,
+            "sender_type": "api",
+            # The reference says email ignores media_url.
+            "media_url": [] if email else list(self.body.get("media_url") or []),
+            "status": status,
+            "created_at": self.created_at,
+        }
+
+    def record(self, now: float) -> dict[str, Any]:
+        """The control API's view, with what the client actually sent."""
+        return {
+            "id": self.id,
+            "conversation_id": self.conversation_id,
+            "channel": self.channel,
+            "body": self.body,
+            "idempotency_key": self.idempotency_key,
+            "created_at": self.created_at,
+            "created_monotonic": self.created_monotonic,
+            "status": self.status(now),
+            "ignored_fields": self.ignored_fields,
+        }
+
+
+@dataclass
+class _Replay:
+    conversation_id: str
+    canonical_body: str
+    message: Message
+
+
+class Store:
+    """Everything the emulator remembers; single-threaded (one event loop), so no locks.
+
+    :param api_key: the only accepted bearer token.
+    :param settings: initial settings; ``reset()`` returns to them.
+    """
+
+    def __init__(self, api_key: str, settings: Settings) -> None:
+        self.api_key = api_key
+        self.initial_settings = settings
+        self.settings = settings
+        self.messages: dict[str, Message] = {}
+        self.log: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
+        self.faults: list[FaultRule] = []
+        self._idempotency: dict[tuple[str, str], _Replay] = {}
+        self._fault_seq = 0
+        self.counts: Counter[str] = Counter()
+        self.responses: Counter[str] = Counter()
+
+    def reset(self) -> None:
+        """Forget messages, log, faults, counters and config changes; keep the api key."""
+        self.settings = self.initial_settings
+        self.messages.clear()
+        self.log.clear()
+        self.faults.clear()
+        self._idempotency.clear()
+        self.counts.clear()
+        self.responses.clear()
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def replay_for(self, key: str, conversation_id: str, canonical_body: str) -> Message | None:
+        """The original message for a repeated key, None for a new key; ValueError on a mismatch."""
+        found = self._idempotency.get((self.api_key, key))
+        if found is None:
+            return None
+        if found.conversation_id != conversation_id or found.canonical_body != canonical_body:
+            raise ValueError("Idempotency-Key was already used with a different request body")
+        return found.message
+
+    def create(
+        self, conversation_id: str, body: dict[str, Any], key: str | None, canonical_body: str
+    ) -> Message:
+        now = time.monotonic()
+        settings = self.settings
+        clean = {k: v for k, v in body.items() if v is not None}
+        message = Message(
+            id="msg_" + secrets.token_hex(8),
+            conversation_id=conversation_id,
+            channel=clean["channel"],
+            body=body,
+            idempotency_key=key,
+            created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created_monotonic=now,
+            queued_seconds=settings.queued_seconds,
+            sent_seconds=settings.sent_seconds,
+            outcome=rules.final_outcome(conversation_id, settings.outcomes),
+            ignored_fields=rules.ignored_fields(clean),
+        )
+        self.messages[message.id] = message
+        if key is not None:
+            self._idempotency[(self.api_key, key)] = _Replay(conversation_id, canonical_body, message)
+        self.counts["created"] += 1
+        return message
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def add_fault(self, data: Any) -> FaultRule:
+        self._fault_seq += 1
+        rule = parse_rule(data, f"fault_{self._fault_seq}")
+        self.faults.append(rule)
+        return rule
+
+    def pick_fault(self, when: str, method: str, conversation_id: str) -> FaultRule | None:
+        """The first rule, in insertion order, that hits this request (and use up one of its times)."""
+        for rule in self.faults:
+            if rule.matches(when, method, conversation_id):
+                rule.hits += 1
+                if rule.times is not None:
+                    rule.times -= 1
+                self.counts["faults_applied"] += 1
+                return rule
+        return None
+
+    # -- log and stats --------------------------------------------------------------------------
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self.log.append(entry)
+        self.counts["requests"] += 1
+        self.counts["kind:" + str(entry["kind"])] += 1
+        self.responses[str(entry["status"])] += 1
+        if entry["had_nulls"]:
+            self.counts["nulls_received"] += 1
+
+    def stats(self) -> dict[str, Any]:
+        counts = self.counts
+        return {
+            "created": counts["created"],
+            "replayed": counts["replayed"],
+            "requests": counts["requests"],
+            "by_path_kind": {
+                "create": counts["kind:create"],
+                "get": counts["kind:get"],
+                "other": counts["kind:None"],
+            },
+            "faults_applied": counts["faults_applied"],
+            "responses": dict(self.responses),
+            "nulls_received": counts["nulls_received"],
+            "messages": len(self.messages),
+            "log_entries": len(self.log),
+        }
+
+
+def canonical_json(value: Any) -> str:
+    """Key-order- and whitespace-independent form of a body, for idempotency comparisons."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
