@@ -142,7 +142,9 @@ class VantaxTransportError(VantaxError):
     :param maybe_sent: False when the request cannot have reached the server (e.g. refused).
     """
 
-    def __init__(self, message: str, *, maybe_sent: bool, method: str | None = None, path: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, maybe_sent: bool, method: str | None = None, path: str | None = None
+    ) -> None:
         self.maybe_sent = maybe_sent
         super().__init__(message, method=method, path=path)
 

@@ -75,9 +75,9 @@ def _reject_control_chars(value: str, *, allow_newlines: bool) -> str:
     allowed = {"\n", "\r", "\t"} if allow_newlines else set()
     for ch in value:
         if ch not in allowed and unicodedata.category(ch) == "Cc":
-            raise PydanticCustomError("control_char", "must not contain control character U+{code}", {
-                "code": f"{ord(ch):04X}"
-            })
+            raise PydanticCustomError(
+                "control_char", "must not contain control character U+{code}", {"code": f"{ord(ch):04X}"}
+            )
     return value
 
 
@@ -86,9 +86,9 @@ def check_id(value: str) -> str:
     if not value.strip():
         raise PydanticCustomError("empty_id", "must not be empty or blank")
     if len(value) > contract.ID_MAX_CHARS:
-        raise PydanticCustomError("id_too_long", "must be at most {limit} characters", {
-            "limit": contract.ID_MAX_CHARS
-        })
+        raise PydanticCustomError(
+            "id_too_long", "must be at most {limit} characters", {"limit": contract.ID_MAX_CHARS}
+        )
     return _reject_control_chars(value, allow_newlines=False)
 
 
@@ -97,11 +97,13 @@ def _check_url(url: object) -> str:
         raise PydanticCustomError("url_type", "each entry must be a string URL")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PydanticCustomError("url_absolute", "{url!r} is not an absolute http(s) URL", {"url": url[:100]})
+        raise PydanticCustomError(
+            "url_absolute", "{url!r} is not an absolute http(s) URL", {"url": url[:100]}
+        )
     if len(url) > contract.URL_MAX_CHARS or any(c.isspace() for c in url):
-        raise PydanticCustomError("url_chars", "{url!r} is too long or contains white space", {
-            "url": url[:100]
-        })
+        raise PydanticCustomError(
+            "url_chars", "{url!r} is too long or contains white space", {"url": url[:100]}
+        )
     return url
 
 

@@ -44,16 +44,15 @@ def _segment(raw: bytes) -> str | None:
 def route(raw_path: bytes) -> tuple[str | None, str | None, str | None]:
     """``(kind, conversation_id, message_id)``; split before decoding so ``%2F`` stays in its segment."""
     parts = raw_path.split(b"/")
-    if len(parts) in (5, 6) and parts[0] == b"" and parts[1] == b"v1" and parts[2] == b"conversations":
-        if parts[4] == b"messages":
-            conversation_id = _segment(parts[3])
-            if conversation_id is not None:
-                if len(parts) == 5:
-                    return "create", conversation_id, None
-                message_id = _segment(parts[5])
-                if message_id is not None:
-                    return "get", conversation_id, message_id
-    return None, None, None
+    if len(parts) not in (5, 6) or parts[:3] != [b"", b"v1", b"conversations"] or parts[4] != b"messages":
+        return None, None, None
+    conversation_id = _segment(parts[3])
+    if conversation_id is None:
+        return None, None, None
+    if len(parts) == 5:
+        return "create", conversation_id, None
+    message_id = _segment(parts[5])
+    return ("get", conversation_id, message_id) if message_id is not None else (None, None, None)
 
 
 def _auth_ok(value: bytes | None, api_key: str) -> bool:
@@ -215,10 +214,7 @@ class EmulatorApp:
         if not req.entry["authorization_ok"]:
             message = "Invalid API key" if b"authorization" in req.headers else "Missing API key"
             return error_reply(401, message, [(b"www-authenticate", b"Bearer")])
-        if req.kind == "create":
-            reply = self._create(req, too_large)
-        else:
-            reply = self._get(req)
+        reply = self._create(req, too_large) if req.kind == "create" else self._get(req)
 
         if 200 <= reply.status < 300:
             rule = store.pick_fault("after", req.method, conversation_id)
@@ -255,7 +251,9 @@ class EmulatorApp:
         canonical = ""
         if key is not None:
             if not 1 <= len(key) <= rules.IDEMPOTENCY_KEY_MAX:
-                return error_reply(400, f"Idempotency-Key must be 1 to {rules.IDEMPOTENCY_KEY_MAX} characters")
+                return error_reply(
+                    400, f"Idempotency-Key must be 1 to {rules.IDEMPOTENCY_KEY_MAX} characters"
+                )
             canonical = canonical_json({"conversation_id": conversation_id, "body": body})
             try:
                 original = store.replay_for(key, conversation_id, canonical)

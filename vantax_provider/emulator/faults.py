@@ -89,7 +89,9 @@ class FaultRule:
         }
 
 
-def _number(data: dict[str, Any], key: str, default: float, low: float, high: float, errors: list[str]) -> float:
+def _number(
+    data: dict[str, Any], key: str, default: float, low: float, high: float, errors: list[str]
+) -> float:
     value = data.get(key, default)
     if value is None:
         return default

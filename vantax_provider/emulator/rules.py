@@ -13,7 +13,9 @@ CHANNELS: tuple[str, ...] = ("sms", "whatsapp", "facebook", "instagram", "email"
 # Channels whose platforms enforce a customer-service window (reference: "Messaging windows").
 WINDOWED_CHANNELS: frozenset[str] = frozenset({"whatsapp", "facebook", "instagram"})
 NEEDS_PHONE_NUMBER: frozenset[str] = frozenset({"sms", "whatsapp"})
-FIELDS: frozenset[str] = frozenset({"channel", "content", "subject", "html", "from_phone_number_id", "media_url"})
+FIELDS: frozenset[str] = frozenset(
+    {"channel", "content", "subject", "html", "from_phone_number_id", "media_url"}
+)
 CONTENT_MAX = 4000
 SUBJECT_MAX = 255
 MAX_BODY_BYTES = 1024 * 1024

@@ -3,118 +3,44 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
 
 from airflow.sdk.bases.hook import BaseHook
 
-from vantax_provider import __version__, contract
-from vantax_provider.exceptions import (
-    FieldError,
-    VantaxConfigurationError,
-    VantaxError,
-    VantaxRateLimitError,
-    VantaxResponseError,
-    VantaxTransportError,
-    VantaxValidationError,
-    error_for_status,
-)
+from vantax_provider import __version__
+from vantax_provider.exceptions import VantaxError, VantaxRateLimitError
 from vantax_provider.hooks._pacing import AsyncPacer
-from vantax_provider.hooks._retry import RetryPolicy, is_retryable, parse_retry_after
+from vantax_provider.hooks._settings import (
+    VantaxSettings,
+    mask_api_key,
+    normalise_base_url,
+    settings_from_connection,
+)
+from vantax_provider.hooks._wire import (
+    Attempts,
+    create_call,
+    has_idempotency_key,
+    message_path,
+    path_segment,
+    read_answer,
+    transport_error,
+    transport_errors,
+)
 from vantax_provider.models import PHONE_CHANNELS, Channel, Message, SendMessageRequest, build_send_request
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import httpx
     from airflow.sdk import Connection
 
-DEFAULT_TIMEOUT = 30.0
-DEFAULT_CONNECT_TIMEOUT = 10.0
+    from vantax_provider.hooks._bulk import BulkItem, BulkProgress
 
 
-@dataclass(frozen=True)
-class VantaxSettings:
-    """What the hook reads from its Airflow connection.  The key is kept out of ``repr``."""
-
-    base_url: str
-    api_key: str = field(repr=False)
-    timeout: float = DEFAULT_TIMEOUT
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    retry: RetryPolicy = RetryPolicy()
-    default_from_phone_number_id: str | None = None
-    dashboard_url: str | None = None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def normalise_base_url(host: str | None, schema: str | None = None, port: int | None = None) -> str:
-    """The base URL from a connection's host; plain http is refused except on loopback."""
-    raw = (host or "").strip() or contract.DEFAULT_BASE_URL
-    if "://" not in raw:
-        raw = f"{schema or 'https'}://{raw}"
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise VantaxConfigurationError(f"The Vantax base URL {raw!r} is not an absolute http(s) URL.")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise VantaxConfigurationError("The Vantax base URL must not carry credentials, a query or fragment.")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise VantaxConfigurationError(
-            f"Refusing plain http to {parts.hostname!r}: the API key would travel unencrypted. "
-            "Use https (plain http is allowed for loopback hosts only, such as the local emulator)."
-        )
-    netloc = parts.netloc if port is None or parts.port else f"{parts.netloc}:{port}"
-    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
-
-
-def path_segment(value: str) -> str:
-    """Percent-encode an id as one path segment; dots too, so ``..`` cannot climb the path."""
-    return quote(value, safe="").replace(".", "%2E")
-
-
-def _number(extra: dict[str, Any], name: str, default: float, *, minimum: float = 0) -> float:
-    value = extra.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise VantaxConfigurationError(f"Connection extra {name!r} must be a number, got {value!r}.") from None
-    if number < minimum:
-        raise VantaxConfigurationError(f"Connection extra {name!r} must be at least {minimum}.")
-    return number
-
-
-def settings_from_connection(conn: Connection) -> VantaxSettings:
-    """Read and check a Vantax connection."""
-    if not conn.password:
-        raise VantaxConfigurationError(
-            f"The Vantax connection {conn.conn_id!r} has no API key: put it in the password field."
-        )
-    extra = conn.extra_dejson or {}
-    retry = RetryPolicy(
-        max_retries=int(_number(extra, "max_retries", RetryPolicy.max_retries)),
-        max_retry_after=_number(extra, "max_retry_after", RetryPolicy.max_retry_after),
-        max_total=_number(extra, "max_retry_time", RetryPolicy.max_total),
-    )
-    return VantaxSettings(
-        base_url=normalise_base_url(conn.host, conn.schema, conn.port),
-        api_key=conn.password,
-        timeout=_number(extra, "timeout", DEFAULT_TIMEOUT, minimum=0.001),
-        connect_timeout=_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT, minimum=0.001),
-        retry=retry,
-        default_from_phone_number_id=extra.get("default_from_phone_number_id") or None,
-        dashboard_url=extra.get("dashboard_url") or None,
-    )
+__all__ = ["VantaxHook", "VantaxSettings", "normalise_base_url", "path_segment"]
 
 
 class VantaxHook(BaseHook):
@@ -125,8 +51,9 @@ class VantaxHook(BaseHook):
     else, and every failure is raised as a :class:`~vantax_provider.exceptions.VantaxError`.
 
     :param vantax_conn_id: the Airflow connection: API key in the password, base URL in the host,
-        extras ``timeout``, ``connect_timeout``, ``max_retries``, ``max_retry_after``,
-        ``max_retry_time``, ``default_from_phone_number_id`` and ``dashboard_url``.
+        extras ``timeout``, ``connect_timeout``, ``max_retries``, ``retry_backoff`` (first backoff,
+        seconds), ``max_retry_after``, ``max_retry_time``, ``default_from_phone_number_id`` and
+        ``dashboard_url``.
     :param timeout: read timeout in seconds; overrides the connection's ``timeout`` extra.
     :param max_retries: overrides the connection's ``max_retries`` extra.
     :param rate_limit: most async requests started per second by this hook; None for no limit.
@@ -164,13 +91,11 @@ class VantaxHook(BaseHook):
     # -- connection -------------------------------------------------------------------------
 
     def _apply_overrides(self, settings: VantaxSettings) -> VantaxSettings:
-        from dataclasses import replace
-
         if self._timeout is not None:
             settings = replace(settings, timeout=self._timeout)
         if self._max_retries is not None:
             settings = replace(settings, retry=replace(settings.retry, max_retries=self._max_retries))
-        _mask(settings.api_key)
+        mask_api_key(settings.api_key)
         return settings
 
     @property
@@ -187,7 +112,14 @@ class VantaxHook(BaseHook):
         return self._settings
 
     def _client_kwargs(self, settings: VantaxSettings) -> dict[str, Any]:
+        import logging
+
         import httpx
+
+        # httpx logs every request at INFO; a bulk send would write thousands of lines.
+        httpx_log = logging.getLogger("httpx")
+        if httpx_log.level == logging.NOTSET:
+            httpx_log.setLevel(logging.WARNING)
 
         return {
             "base_url": settings.base_url,
@@ -264,15 +196,17 @@ class VantaxHook(BaseHook):
         return self.send_request(request, idempotency_key=idempotency_key)
 
     def send_request(self, request: SendMessageRequest, *, idempotency_key: str | None = None) -> Message:
-        path, headers = _create_call(request, idempotency_key)
+        path, headers = create_call(request, idempotency_key)
         data = self._call("POST", path, json=request.to_body(), headers=headers)
         message = Message.model_validate(data)
-        self.log.info("Vantax message %s created on %s (status %s).", message.id, request.channel, message.status)
+        self.log.info(
+            "Vantax message %s created on %s (status %s).", message.id, request.channel, message.status
+        )
         return message
 
     def get_message(self, conversation_id: str, message_id: str) -> Message:
         """Read a message back, with its current delivery status."""
-        return Message.model_validate(self._call("GET", _message_path(conversation_id, message_id)))
+        return Message.model_validate(self._call("GET", message_path(conversation_id, message_id)))
 
     async def asend_message(
         self,
@@ -296,7 +230,7 @@ class VantaxHook(BaseHook):
     async def asend_request(
         self, request: SendMessageRequest, *, idempotency_key: str | None = None
     ) -> Message:
-        path, headers = _create_call(request, idempotency_key)
+        path, headers = create_call(request, idempotency_key)
         data = await self._acall("POST", path, json=request.to_body(), headers=headers)
         message = Message.model_validate(data)
         self.log.debug("Vantax message %s created (status %s).", message.id, message.status)
@@ -304,7 +238,19 @@ class VantaxHook(BaseHook):
 
     async def aget_message(self, conversation_id: str, message_id: str) -> Message:
         """Async twin of :meth:`get_message`."""
-        return Message.model_validate(await self._acall("GET", _message_path(conversation_id, message_id)))
+        return Message.model_validate(await self._acall("GET", message_path(conversation_id, message_id)))
+
+    async def asend_many(self, items: Iterable[BulkItem], **kwargs: Any) -> BulkProgress:
+        """
+        Send many validated messages concurrently through this hook's pacer and retries.
+
+        ``items`` yields ``(index, request, idempotency_key)``; see
+        :func:`vantax_provider.hooks._bulk.asend_many` for ``max_concurrency``, ``on_outcome``,
+        ``on_tick`` and ``tick_interval``.
+        """
+        from vantax_provider.hooks._bulk import asend_many
+
+        return await asend_many(self, items, **kwargs)
 
     def test_connection(self) -> tuple[bool, str]:
         """
@@ -331,12 +277,13 @@ class VantaxHook(BaseHook):
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         client = self.get_conn()
-        attempt = _Attempts(self, self.settings.retry, method, path, idempotent=_has_key(kwargs))
+        settings = self.settings
+        attempt = Attempts(self.log, settings.retry, method, path, idempotent=has_idempotency_key(kwargs))
         while True:
             try:
-                outcome = _read(client.request(method, path, **kwargs), method, path, self.settings)
-            except _transport_errors() as exc:
-                outcome = _transport_error(exc, method, path, self.settings)
+                outcome = read_answer(client.request(method, path, **kwargs), method, path, settings)
+            except transport_errors() as exc:
+                outcome = transport_error(exc, method, path, settings)
             if isinstance(outcome, dict):
                 return outcome
             time.sleep(attempt.wait_or_raise(outcome))
@@ -344,13 +291,13 @@ class VantaxHook(BaseHook):
     async def _acall(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         client = await self.get_async_conn()
         settings = await self.aget_settings()
-        attempt = _Attempts(self, settings.retry, method, path, idempotent=_has_key(kwargs))
+        attempt = Attempts(self.log, settings.retry, method, path, idempotent=has_idempotency_key(kwargs))
         while True:
             await self.pacer.acquire()
             try:
-                outcome = _read(await client.request(method, path, **kwargs), method, path, settings)
-            except _transport_errors() as exc:
-                outcome = _transport_error(exc, method, path, settings)
+                outcome = read_answer(await client.request(method, path, **kwargs), method, path, settings)
+            except transport_errors() as exc:
+                outcome = transport_error(exc, method, path, settings)
             if isinstance(outcome, dict):
                 return outcome
             wait = attempt.wait_or_raise(outcome)
@@ -372,50 +319,6 @@ class VantaxHook(BaseHook):
         return connection_form_widgets()
 
 
-class _Attempts:
-    """Counts attempts of one call and decides, by the retry policy, whether and when to repeat."""
-
-    def __init__(self, hook: VantaxHook, policy: RetryPolicy, method: str, path: str, *, idempotent: bool) -> None:
-        self.hook, self.policy, self.method, self.path, self.idempotent = hook, policy, method, path, idempotent
-        self.retries = 0
-        self.started = time.monotonic()
-
-    def wait_or_raise(self, error: VantaxError) -> float:
-        if not is_retryable(error, method=self.method, idempotent=self.idempotent):
-            raise error
-        if self.retries >= self.policy.max_retries:
-            raise error
-        wait = self.policy.backoff(self.retries)
-        if isinstance(error, VantaxRateLimitError) and error.retry_after is not None:
-            if error.retry_after > self.policy.max_retry_after:
-                raise error  # longer than we may wait: the caller decides (e.g. Airflow's retry)
-            wait = error.retry_after * (1 + 0.1 * _jitter())
-        if time.monotonic() - self.started + wait > self.policy.max_total:
-            raise error
-        self.retries += 1
-        self.hook.log.warning(
-            "Vantax %s %s failed (%s); retry %d/%d in %.2fs.",
-            self.method, self.path, _short(error), self.retries, self.policy.max_retries, wait,
-        )  # fmt: skip
-        return wait
-
-
-def _jitter() -> float:
-    import random
-
-    return random.random()
-
-
-def _short(error: VantaxError) -> str:
-    if error.status_code is not None:
-        return f"HTTP {error.status_code}"
-    return type(error.__cause__).__name__ if error.__cause__ else type(error).__name__
-
-
-def _has_key(kwargs: dict[str, Any]) -> bool:
-    return contract.IDEMPOTENCY_HEADER in (kwargs.get("headers") or {})
-
-
 def _build(settings: VantaxSettings, conversation_id: str, fields: dict[str, Any]) -> SendMessageRequest:
     channel = fields.get("channel")
     if (
@@ -426,92 +329,6 @@ def _build(settings: VantaxSettings, conversation_id: str, fields: dict[str, Any
     ):
         fields = {**fields, "from_phone_number_id": settings.default_from_phone_number_id}
     return build_send_request(conversation_id=conversation_id, **fields)
-
-
-def _create_call(request: SendMessageRequest, idempotency_key: str | None) -> tuple[str, dict[str, str]]:
-    path = contract.MESSAGES_PATH.format(conversation_id=path_segment(request.conversation_id))
-    if idempotency_key is None:
-        return path, {}
-    if not (0 < len(idempotency_key) <= 255 and idempotency_key.isascii() and idempotency_key.isprintable()):
-        raise VantaxValidationError([FieldError("idempotency_key", "must be 1 to 255 printable ASCII characters")])
-    return path, {contract.IDEMPOTENCY_HEADER: idempotency_key}
-
-
-def _message_path(conversation_id: str, message_id: str) -> str:
-    from vantax_provider.models import check_id
-
-    errors = []
-    for name, value in (("conversation_id", conversation_id), ("message_id", message_id)):
-        try:
-            check_id(value)
-        except ValueError as exc:  # PydanticCustomError is a ValueError
-            errors.append(FieldError(name, str(exc)))
-    if errors:
-        raise VantaxValidationError(errors)
-    return contract.MESSAGE_PATH.format(
-        conversation_id=path_segment(conversation_id), message_id=path_segment(message_id)
-    )
-
-
-def _transport_errors() -> type[Exception]:
-    import httpx
-
-    return httpx.TransportError
-
-
-def _transport_error(exc: Exception, method: str, path: str, settings: VantaxSettings) -> VantaxError:
-    import httpx
-
-    # Refused or never connected: the request cannot have reached the server.
-    not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-    error = VantaxTransportError(
-        f"Vantax {method} {path} at {settings.base_url} {kind}: {type(exc).__name__}: {_scrub(str(exc), settings)}",
-        maybe_sent=not not_sent,
-        method=method,
-        path=path,
-    )
-    error.__cause__ = None
-    return error
-
-
-def _read(response: httpx.Response, method: str, path: str, settings: VantaxSettings) -> dict[str, Any] | VantaxError:
-    """The message payload of a success envelope, or the error that describes the answer."""
-    status = response.status_code
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    api_message = body.get("message") if isinstance(body, dict) else None
-    api_message = _scrub(str(api_message), settings) if api_message is not None else None
-    where: dict[str, Any] = {"status_code": status, "method": method, "path": path, "api_message": api_message}
-    if 200 <= status < 300:
-        data = body.get("data") if isinstance(body, dict) and body.get("success") is True else None
-        if isinstance(data, dict) and "id" in data:
-            return data
-        return VantaxResponseError("Vantax answered without the documented JSON envelope.", **where)
-    cls = error_for_status(status)
-    text = f"Vantax refused the request ({cls.__name__.removeprefix('Vantax').removesuffix('Error')})."
-    if not isinstance(body, dict):
-        text += " The answer was not the documented JSON envelope."
-    if cls is VantaxRateLimitError:
-        retry_after = parse_retry_after(response.headers.get(contract.RETRY_AFTER_HEADER))
-        if retry_after is not None:
-            text += f" Retry after {retry_after:.0f}s."
-        return VantaxRateLimitError(text, retry_after=retry_after, **where)
-    return cls(text, **where)
-
-
-def _scrub(text: str, settings: VantaxSettings) -> str:
-    return text.replace(settings.api_key, "***") if settings.api_key else text
-
-
-def _mask(secret: str) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - older task SDKs
-        return
-    mask_secret(secret)
 
 
 async def _get_connection_async(hook: VantaxHook) -> Connection:

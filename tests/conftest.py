@@ -1,0 +1,54 @@
+"""
+Shared fixtures.  Airflow reads its configuration at import time, so the environment is set
+here, before any test module imports Airflow: a throw-away AIRFLOW_HOME with SQLite, no
+example DAGs, and nothing from the user's own Airflow set-up.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_HOME = Path(tempfile.mkdtemp(prefix="vantax-airflow-home-"))
+os.environ["AIRFLOW_HOME"] = str(_HOME)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_HOME / "dags")
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME / 'airflow.db'}"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ.pop("AIRFLOW_CONN_VANTAX_DEFAULT", None)
+
+pytest_plugins = ["vantax_provider.emulator.pytest_plugin"]
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_API_KEY = "vx_test_emulator"
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path) -> Path:
+    """A migrated SQLite metadata database, made once per session for tests that need one."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+    )
+    return airflow_home / "airflow.db"
+
+
+@pytest.fixture
+def vantax_conn(vantax_emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The ``vantax_default`` connection, pointing at the running emulator."""
+    for name, value in vantax_emulator.airflow_env(conn_id="vantax_default").items():
+        monkeypatch.setenv(name, value)
+    yield "vantax_default"

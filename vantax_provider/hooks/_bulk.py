@@ -1,0 +1,231 @@
+"""
+The bulk engines behind :meth:`VantaxHook.asend_many`: many sends or status reads through one hook.
+
+A fixed pool of worker tasks pulls from one shared iterator, so memory stays flat however many
+recipients there are (10,000 recipients never means 10,000 coroutines).  Pacing, Retry-After
+pauses and retries stay in the hook (``asend_request`` / ``aget_message``); nothing here retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vantax_provider.exceptions import VantaxError, VantaxTransportError
+
+if TYPE_CHECKING:
+    from vantax_provider.hooks.vantax import VantaxHook
+    from vantax_provider.models import Message, SendMessageRequest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONCURRENCY = 32
+
+#: One message to send: its position in the batch, the validated request and its idempotency key.
+BulkItem = tuple[int, "SendMessageRequest", "str | None"]
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """
+    What happened to one message of a batch; never the body.
+
+    :param index: the recipient's position in the batch.
+    :param conversation_id: the conversation the message was posted into.
+    :param message_id: the created message's id, on success.
+    :param status: its status as the create call returned it, on success.
+    :param error: why it failed (field or HTTP reason), on failure.
+    :param maybe_sent: the failure left it unknown whether the message was created.
+    """
+
+    index: int
+    conversation_id: str
+    message_id: str | None = None
+    status: str | None = None
+    error: str | None = None
+    maybe_sent: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class BulkProgress:
+    """
+    Live counters of a running batch, handed to the tick callback.
+
+    :param started: ``time.monotonic()`` when the batch started.
+    """
+
+    started: float
+    sent: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    finished: bool = False
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        """Messages finished per second so far."""
+        elapsed = self.elapsed
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+
+OnOutcome = Callable[[SendOutcome], None]
+OnTick = Callable[[BulkProgress], Awaitable[None]]
+
+
+async def asend_many(
+    hook: VantaxHook,
+    items: Iterable[BulkItem],
+    *,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    on_outcome: OnOutcome | None = None,
+    on_tick: OnTick | None = None,
+    tick_interval: float = 1.0,
+) -> BulkProgress:
+    """
+    Send every item with at most ``max_concurrency`` requests in flight.
+
+    ``items`` is consumed lazily, so a generator that renders and validates recipients on
+    demand keeps memory flat.  Each finished send is reported to ``on_outcome`` (a
+    :class:`VantaxError` becomes a failed outcome; any other exception stops the batch).
+    ``on_tick`` runs every ``tick_interval`` seconds and once more at the end, also when the
+    batch stops on an error, so a checkpoint written there covers everything that finished.
+    """
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+    iterator: Iterator[BulkItem] = iter(items)
+    progress = BulkProgress(started=time.monotonic())
+
+    async def worker() -> None:
+        # One shared iterator: next() runs to completion between awaits, so each item is taken once.
+        for index, request, key in iterator:
+            progress.in_flight += 1
+            try:
+                message = await hook.asend_request(request, idempotency_key=key)
+            except VantaxError as exc:
+                outcome = _failed(index, request.conversation_id, exc)
+                progress.failed += 1
+            else:
+                outcome = _sent(index, request.conversation_id, message)
+                progress.sent += 1
+            finally:
+                progress.in_flight -= 1
+            if on_outcome is not None:
+                on_outcome(outcome)
+
+    await _run_pool(worker, max_concurrency, progress, on_tick, tick_interval)
+    return progress
+
+
+async def apoll_many(
+    hook: VantaxHook,
+    pending: Iterable[tuple[str, str]],
+    *,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    poll_interval: float = 5.0,
+    timeout: float | None = None,
+) -> dict[str, str]:
+    """
+    Read ``(conversation_id, message_id)`` pairs until each reaches a terminal status.
+
+    Every round reads only the messages still pending, with at most ``max_concurrency`` reads
+    in flight, then sleeps ``poll_interval``.  Returns ``{message_id: last status}``; messages
+    still pending at ``timeout`` keep their last non-terminal status.  A read that fails after
+    the hook's retries keeps the message pending and is logged once per round.
+    """
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+    todo = list(pending)
+    statuses: dict[str, str] = {message_id: "unknown" for _, message_id in todo}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while todo:
+        todo, errors = await _poll_round(hook, todo, statuses, max_concurrency)
+        if errors:
+            log.warning("Vantax delivery poll: %d status read(s) failed; they stay pending.", errors)
+        if not todo or (deadline is not None and time.monotonic() + poll_interval > deadline):
+            break
+        await asyncio.sleep(poll_interval)
+    return statuses
+
+
+async def _poll_round(
+    hook: VantaxHook, todo: list[tuple[str, str]], statuses: dict[str, str], size: int
+) -> tuple[list[tuple[str, str]], int]:
+    """Read each pending message once; return those still not terminal and the failed reads."""
+    from vantax_provider.models import MessageStatus
+
+    iterator = iter(todo)
+    still: list[tuple[str, str]] = []
+    errors = 0
+
+    async def reader() -> None:
+        nonlocal errors
+        for pair in iterator:
+            try:
+                message = await hook.aget_message(*pair)
+            except VantaxError:
+                errors += 1
+                still.append(pair)
+                continue
+            statuses[pair[1]] = message.status
+            if not MessageStatus.is_terminal(message.status):
+                still.append(pair)
+
+    await _run_pool(reader, size, None, None, 0)
+    return still, errors
+
+
+async def _run_pool(
+    worker: Callable[[], Coroutine[Any, Any, None]],
+    size: int,
+    progress: BulkProgress | None,
+    on_tick: OnTick | None,
+    tick_interval: float,
+) -> None:
+    workers = [asyncio.create_task(worker()) for _ in range(size)]
+    ticker = None
+    if on_tick is not None and progress is not None:
+        ticker = asyncio.create_task(_tick_forever(on_tick, progress, tick_interval))
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        if on_tick is not None and progress is not None:
+            progress.finished = True
+            await on_tick(progress)  # the last checkpoint, also after an error
+
+
+async def _tick_forever(on_tick: OnTick, progress: BulkProgress, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        await on_tick(progress)
+
+
+def _sent(index: int, conversation_id: str, message: Message) -> SendOutcome:
+    return SendOutcome(index, conversation_id, message_id=message.id, status=message.status)
+
+
+def _failed(index: int, conversation_id: str, exc: VantaxError) -> SendOutcome:
+    maybe_sent = isinstance(exc, VantaxTransportError) and exc.maybe_sent
+    return SendOutcome(index, conversation_id, error=f"{type(exc).__name__}: {exc}", maybe_sent=maybe_sent)

@@ -1,0 +1,264 @@
+"""Operators that send Vantax messages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+
+from airflow.sdk import BaseOperator, BaseOperatorLink
+
+from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
+from vantax_provider.operators import _state
+from vantax_provider.triggers._status import (
+    TRANSIENT_ERRORS,
+    Outcome,
+    check_status_sets,
+    classify,
+    status_set,
+    to_seconds,
+    unknown_status_message,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.context import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+    from vantax_provider.hooks.vantax import VantaxHook
+    from vantax_provider.models import Channel, Message, SendMessageRequest
+
+DEFAULT_POLL_INTERVAL = 5.0
+DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
+
+
+class VantaxConversationLink(BaseOperatorLink):
+    """
+    "Vantax conversation": the conversation in the Vantax dashboard.
+
+    Set when the connection has a ``dashboard_url`` extra (``{conversation_id}`` is replaced);
+    empty otherwise.  Read from the task's rendered ``conversation_id`` when the task finishes.
+    """
+
+    name = "Vantax conversation"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        from urllib.parse import quote
+
+        conversation_id = getattr(operator, "conversation_id", None)
+        if not isinstance(conversation_id, str) or not conversation_id or "{{" in conversation_id:
+            return ""
+        try:
+            from vantax_provider.hooks.vantax import VantaxHook
+
+            url = VantaxHook(getattr(operator, "vantax_conn_id", VantaxHook.default_conn_name)).settings.dashboard_url
+        except Exception:  # a link must never fail the task: no connection means no link
+            return ""
+        return url.replace("{conversation_id}", quote(conversation_id, safe="")) if url else ""
+
+
+class VantaxSendMessageOperator(BaseOperator):
+    """
+    Send one Vantax message, and optionally wait until it is delivered.
+
+    Every message field is templated; ``content`` and ``html`` may name a template file
+    (``.txt``, ``.html``, ``.j2``).  Values that arrive from XCom or params are sent as they are:
+    a name containing ``{{ ... }}`` is never rendered a second time.  The rendered message is
+    validated before any request; bad input, and a closed messaging window (422), fail the task
+    without Airflow retries.
+
+    A retry of the task instance never sends twice: the ``Idempotency-Key`` is derived from the
+    task instance and the request body, and on Airflow >= 3.3 the sent message id is kept in the
+    task's ``task_state_store``, so a retry skips the send and goes straight to waiting.
+
+    Returns the message as a JSON dict (XCom ``return_value``) and pushes ``message_id``.
+
+    :param conversation_id: the conversation to post into. (templated)
+    :param channel: sms, whatsapp, facebook, instagram or email. (templated)
+    :param content: the text, 1 to 4000 characters; the plain-text fallback for email. (templated)
+    :param subject: email only, required there. (templated)
+    :param html: email only, an optional rich body. (templated)
+    :param from_phone_number_id: the sending number for sms and whatsapp; defaults to the connection's
+        ``default_from_phone_number_id``. (templated)
+    :param media_url: URLs to attach (ignored by email). (templated)
+    :param vantax_conn_id: the Airflow connection. (templated)
+    :param idempotency_key: None (default) derives one from dag_id, task_id, run_id, map_index,
+        conversation and body; a string is sent as given; ``""`` sends no key. (templated)
+    :param wait_for_delivery: wait until the message is delivered or failed before succeeding.
+    :param deferrable: wait in the triggerer instead of a worker slot; defaults to
+        ``[operators] default_deferrable``.
+    :param poll_interval: seconds between two status reads while waiting.
+    :param delivery_timeout: how long to wait (seconds or timedelta); None waits without limit.
+    :param success_statuses: statuses that count as delivered, besides ``delivered``.
+    :param failure_statuses: statuses that count as failed, besides ``failed``.
+    """
+
+    template_fields: Sequence[str] = (
+        "conversation_id", "channel", "content", "subject", "html", "from_phone_number_id", "media_url",
+        "idempotency_key", "vantax_conn_id",
+    )  # fmt: skip
+    template_ext: Sequence[str] = (".txt", ".html", ".j2")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"html": "html", "media_url": "json"}
+    operator_extra_links = (VantaxConversationLink(),)
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        conversation_id: str,
+        channel: Channel | str,
+        content: str,
+        subject: str | None = None,
+        html: str | None = None,
+        from_phone_number_id: str | None = None,
+        media_url: list[str] | str | None = None,
+        vantax_conn_id: str = "vantax_default",
+        idempotency_key: str | None = None,
+        wait_for_delivery: bool = False,
+        deferrable: bool | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        delivery_timeout: float | timedelta | None = DEFAULT_DELIVERY_TIMEOUT,
+        success_statuses: Iterable[str] | str | None = None,
+        failure_statuses: Iterable[str] | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.conversation_id = conversation_id
+        self.channel = channel
+        self.content = content
+        self.subject = subject
+        self.html = html
+        self.from_phone_number_id = from_phone_number_id
+        self.media_url = media_url
+        self.vantax_conn_id = vantax_conn_id
+        self.idempotency_key = idempotency_key
+        self.wait_for_delivery = wait_for_delivery
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}.")
+        self.poll_interval = float(poll_interval)
+        self.delivery_timeout = to_seconds(delivery_timeout, "delivery_timeout")
+        self.success_statuses = sorted(status_set(success_statuses))
+        self.failure_statuses = sorted(status_set(failure_statuses))
+        check_status_sets(frozenset(self.success_statuses), frozenset(self.failure_statuses))
+
+    @cached_property
+    def hook(self) -> VantaxHook:
+        from vantax_provider.hooks.vantax import VantaxHook
+
+        return VantaxHook(self.vantax_conn_id)
+
+    # -- execution ------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        message: Message | None = None
+        earlier = _state.load_sent_message(context)
+        if earlier is not None:
+            conversation_id, message_id = earlier
+            self.log.info(
+                "Vantax message %s was sent by an earlier try of this task instance: not sending it again.",
+                message_id,
+            )
+        else:
+            request = self._build_request()
+            key = _state.idempotency_key_for(
+                self.idempotency_key, context, conversation_id=request.conversation_id, body=request.to_body()
+            )
+            message = self._send(request, key)
+            conversation_id, message_id = request.conversation_id, message.id
+            _state.save_sent_message(context, conversation_id, message_id)
+        context["ti"].xcom_push(key="message_id", value=message_id)
+
+        if self.wait_for_delivery:
+            if self.deferrable:
+                self._defer(conversation_id, message_id)
+            message = self._wait(conversation_id, message_id)
+        elif message is None:
+            message = self.hook.get_message(conversation_id, message_id)
+        return message.model_dump(mode="json")
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger: succeed on delivery, fail with the trigger's reason otherwise."""
+        if not isinstance(event, dict) or not isinstance(event.get("status"), str) or not event.get("message_id"):
+            raise AirflowException(f"Unexpected event from the Vantax trigger: {event!r}")
+        status, text = event["status"], str(event.get("message", ""))
+        if status == "success":
+            conversation_id = str(event.get("conversation_id") or self.conversation_id)
+            message = self.hook.get_message(conversation_id, str(event["message_id"]))
+            context["ti"].xcom_push(key="message_id", value=message.id)
+            return message.model_dump(mode="json")
+        if status in ("failure", "unknown"):
+            raise AirflowFailException(text)
+        if status in ("timeout", "error"):
+            raise AirflowException(text)
+        raise AirflowException(f"Unexpected status {status!r} in the Vantax trigger's event: {text}")
+
+    def _build_request(self) -> SendMessageRequest:
+        from vantax_provider.exceptions import VantaxValidationError
+
+        try:
+            return self.hook.build_request(
+                self.conversation_id, channel=self.channel, content=self.content, subject=self.subject,
+                html=self.html, from_phone_number_id=self.from_phone_number_id, media_url=self.media_url,
+            )  # fmt: skip
+        except VantaxValidationError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    def _send(self, request: SendMessageRequest, idempotency_key: str | None) -> Message:
+        from vantax_provider.exceptions import (
+            VantaxConflictError,
+            VantaxInvalidRequestError,
+            VantaxMessagingWindowError,
+            VantaxValidationError,
+        )
+
+        try:
+            return self.hook.send_request(request, idempotency_key=idempotency_key)
+        except (VantaxMessagingWindowError, VantaxValidationError, VantaxInvalidRequestError) as exc:
+            raise AirflowFailException(str(exc)) from exc  # the same input fails the same way on retry
+        except VantaxConflictError as exc:
+            raise AirflowFailException(
+                f"{exc} The idempotency key was used before with another message: give each message its own."
+            ) from exc
+
+    def _defer(self, conversation_id: str, message_id: str) -> NoReturn:
+        from vantax_provider.triggers.vantax import VantaxMessageStatusTrigger
+
+        end_time = None if self.delivery_timeout is None else time.time() + self.delivery_timeout
+        self.defer(
+            trigger=VantaxMessageStatusTrigger(
+                conversation_id, message_id, vantax_conn_id=self.vantax_conn_id, end_time=end_time,
+                poll_interval=self.poll_interval, success_statuses=self.success_statuses or None,
+                failure_statuses=self.failure_statuses or None,
+            ),
+            method_name="execute_complete",
+        )  # fmt: skip
+
+    def _wait(self, conversation_id: str, message_id: str) -> Message:
+        """Poll in this worker until the message is final or ``delivery_timeout`` passes."""
+        success, failure = frozenset(self.success_statuses), frozenset(self.failure_statuses)
+        deadline = None if self.delivery_timeout is None else time.monotonic() + self.delivery_timeout
+        last: str | None = None
+        while True:
+            try:
+                message = self.hook.get_message(conversation_id, message_id)
+            except TRANSIENT_ERRORS as exc:
+                self.log.warning("Reading Vantax message %s failed, polling again: %s", message_id, exc)
+            else:
+                last = message.status
+                outcome = classify(last, success, failure)
+                if outcome is Outcome.SUCCESS:
+                    self.log.info("Vantax message %s is %s.", message_id, last)
+                    return message
+                if outcome is Outcome.FAILURE:
+                    raise AirflowFailException(f"Vantax message {message_id} was not delivered: status {last!r}.")
+                if outcome is Outcome.UNKNOWN:
+                    raise AirflowFailException(unknown_status_message(last, message_id))
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise AirflowException(
+                    f"Timed out after {self.delivery_timeout:g}s waiting for Vantax message {message_id} "
+                    f"to be delivered; last status {last!r}."
+                )
+            time.sleep(self.poll_interval if remaining is None else min(self.poll_interval, remaining))

@@ -1,0 +1,132 @@
+"""Sensors that wait for a Vantax message's delivery status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from vantax_provider._compat import AirflowException, AirflowFailException, AirflowSensorTimeout, default_deferrable
+from vantax_provider.triggers._status import (
+    TRANSIENT_ERRORS,
+    Outcome,
+    check_status_sets,
+    classify,
+    status_set,
+    unknown_status_message,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.context import Context
+
+    from vantax_provider.hooks.vantax import VantaxHook
+
+
+class VantaxMessageStatusSensor(BaseSensorOperator):
+    """
+    Wait until a Vantax message is delivered; fail when it failed or reached an unknown status.
+
+    Works in poke, reschedule and deferrable modes.  Transient API errors (5xx, 429, transport)
+    while polling are logged and the next poke tries again; a refused key or an unknown message
+    fails.  The XCom ``return_value`` is the message's ids and final status (never its content).
+
+    :param conversation_id: the message's conversation. (templated)
+    :param message_id: the message to watch, usually pulled from the send task's XCom. (templated)
+    :param vantax_conn_id: the Airflow connection. (templated)
+    :param success_statuses: statuses that count as delivered, besides ``delivered``.
+    :param failure_statuses: statuses that count as failed, besides ``failed``; any other status that
+        is not ``queued`` or ``sent`` fails closed unless it is listed in one of the two.
+    :param deferrable: wait in the triggerer; defaults to ``[operators] default_deferrable``.
+        ``poke_interval`` is the trigger's poll interval and ``timeout`` its deadline.
+    """
+
+    template_fields: Sequence[str] = ("conversation_id", "message_id", "vantax_conn_id")
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        conversation_id: str,
+        message_id: str,
+        vantax_conn_id: str = "vantax_default",
+        success_statuses: Iterable[str] | str | None = None,
+        failure_statuses: Iterable[str] | str | None = None,
+        deferrable: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.conversation_id = conversation_id
+        self.message_id = message_id
+        self.vantax_conn_id = vantax_conn_id
+        self.success_statuses = sorted(status_set(success_statuses))
+        self.failure_statuses = sorted(status_set(failure_statuses))
+        check_status_sets(frozenset(self.success_statuses), frozenset(self.failure_statuses))
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+
+    @cached_property
+    def hook(self) -> VantaxHook:
+        from vantax_provider.hooks.vantax import VantaxHook
+
+        return VantaxHook(self.vantax_conn_id)
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        from vantax_provider.exceptions import VantaxValidationError
+
+        try:
+            message = self.hook.get_message(self.conversation_id, self.message_id)
+        except VantaxValidationError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        except TRANSIENT_ERRORS as exc:
+            self.log.warning("Reading Vantax message %s failed; poking again later: %s", self.message_id, exc)
+            return False
+        outcome = classify(message.status, frozenset(self.success_statuses), frozenset(self.failure_statuses))
+        self.log.info("Vantax message %s: status %s.", self.message_id, message.status)
+        if outcome is Outcome.SUCCESS:
+            return PokeReturnValue(is_done=True, xcom_value=message.summary())
+        if outcome is Outcome.FAILURE:
+            raise AirflowFailException(
+                f"Vantax message {self.message_id} was not delivered: status {message.status!r}."
+            )
+        if outcome is Outcome.UNKNOWN:
+            raise AirflowFailException(unknown_status_message(message.status, self.message_id))
+        return False
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        first = self.poke(context)
+        if first:
+            return first.xcom_value if isinstance(first, PokeReturnValue) else None
+        from vantax_provider.triggers.vantax import VantaxMessageStatusTrigger
+
+        self.defer(
+            trigger=VantaxMessageStatusTrigger(
+                self.conversation_id, self.message_id, vantax_conn_id=self.vantax_conn_id,
+                end_time=time.time() + float(self.timeout), poll_interval=float(self.poke_interval),
+                success_statuses=self.success_statuses or None, failure_statuses=self.failure_statuses or None,
+            ),
+            method_name="execute_complete",
+        )  # fmt: skip
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger: the message's summary on delivery, a failure otherwise."""
+        if not isinstance(event, dict) or not isinstance(event.get("status"), str) or not event.get("message_id"):
+            raise AirflowException(f"Unexpected event from the Vantax trigger: {event!r}")
+        status, text = event["status"], str(event.get("message", ""))
+        if status == "success":
+            self.log.info("%s", text)
+            return {
+                "id": event["message_id"],
+                "conversation_id": event.get("conversation_id"),
+                "status": event.get("delivery_status"),
+            }
+        if status in ("failure", "unknown"):
+            raise AirflowFailException(text)
+        if status == "timeout":
+            raise AirflowSensorTimeout(text)
+        if status == "error":
+            raise AirflowException(text)
+        raise AirflowException(f"Unexpected status {status!r} in the Vantax trigger's event: {text}")

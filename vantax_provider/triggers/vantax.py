@@ -1,0 +1,265 @@
+"""Triggers that wait, in the triggerer, for Vantax messages to reach a final delivery status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from vantax_provider.exceptions import VantaxError
+from vantax_provider.hooks.vantax import VantaxHook
+from vantax_provider.triggers._status import (
+    TRANSIENT_ERRORS,
+    Outcome,
+    classify,
+    status_set,
+    to_epoch,
+    unknown_status_message,
+)
+
+DEFAULT_POLL_INTERVAL = 5.0
+DEFAULT_MAX_CONCURRENCY = 20
+
+
+def _statuses(values: Iterable[str] | str | None) -> list[str] | None:
+    return None if values is None else sorted(status_set(values))
+
+
+def _remaining(end_time: float | None) -> float | None:
+    return None if end_time is None else end_time - time.time()
+
+
+class _StatusWait(BaseTrigger):
+    """What both triggers share: the connection, deadline, poll interval and the status sets."""
+
+    def __init__(
+        self,
+        *,
+        vantax_conn_id: str,
+        end_time: float | str | datetime | None,
+        poll_interval: float,
+        success_statuses: Iterable[str] | str | None,
+        failure_statuses: Iterable[str] | str | None,
+    ) -> None:
+        super().__init__()
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}.")
+        self.vantax_conn_id = vantax_conn_id
+        self.end_time = to_epoch(end_time)
+        self.poll_interval = float(poll_interval)
+        self.success_statuses = _statuses(success_statuses)
+        self.failure_statuses = _statuses(failure_statuses)
+        self._success = frozenset(self.success_statuses or ())
+        self._failure = frozenset(self.failure_statuses or ())
+
+    def _common_kwargs(self) -> dict[str, Any]:
+        return {
+            "vantax_conn_id": self.vantax_conn_id,
+            "end_time": self.end_time,
+            "poll_interval": self.poll_interval,
+            "success_statuses": self.success_statuses,
+            "failure_statuses": self.failure_statuses,
+        }
+
+    def _classpath(self) -> str:
+        return f"{type(self).__module__}.{type(self).__qualname__}"
+
+    async def _sleep(self) -> None:
+        remaining = _remaining(self.end_time)
+        wait = self.poll_interval if remaining is None else min(self.poll_interval, max(remaining, 0.0))
+        await asyncio.sleep(wait)
+
+
+class VantaxMessageStatusTrigger(_StatusWait):
+    """
+    Poll one message until it is delivered, failed, in an unknown status, or the deadline passes.
+
+    The event is JSON: ``{"status": "success" | "failure" | "unknown" | "timeout" | "error",
+    "message": <text>, "message_id": ..., "conversation_id": ..., "delivery_status": <last status or None>}``.
+    Transient API errors (5xx, 429, transport) are logged and polled through; other API errors end
+    the wait with ``"error"``.
+
+    :param conversation_id: the message's conversation.
+    :param message_id: the message to watch.
+    :param vantax_conn_id: the Airflow connection; the trigger never carries the API key.
+    :param end_time: deadline as seconds since the epoch (an ISO string or aware datetime is converted);
+        None waits without a deadline.
+    :param poll_interval: seconds between two reads.
+    :param success_statuses: statuses that count as delivered, besides ``delivered``.
+    :param failure_statuses: statuses that count as failed, besides ``failed``.
+    """
+
+    def __init__(
+        self,
+        conversation_id: str,
+        message_id: str,
+        *,
+        vantax_conn_id: str = VantaxHook.default_conn_name,
+        end_time: float | str | datetime | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        success_statuses: Iterable[str] | str | None = None,
+        failure_statuses: Iterable[str] | str | None = None,
+    ) -> None:
+        super().__init__(
+            vantax_conn_id=vantax_conn_id, end_time=end_time, poll_interval=poll_interval,
+            success_statuses=success_statuses, failure_statuses=failure_statuses,
+        )  # fmt: skip
+        self.conversation_id = conversation_id
+        self.message_id = message_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return self._classpath(), {
+            "conversation_id": self.conversation_id,
+            "message_id": self.message_id,
+            **self._common_kwargs(),
+        }
+
+    def _event(self, status: str, message: str, delivery_status: str | None) -> TriggerEvent:
+        return TriggerEvent({
+            "status": status,
+            "message": message,
+            "message_id": self.message_id,
+            "conversation_id": self.conversation_id,
+            "delivery_status": delivery_status,
+        })
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = VantaxHook(self.vantax_conn_id)
+        last: str | None = None
+        try:
+            while True:
+                try:
+                    last = (await hook.aget_message(self.conversation_id, self.message_id)).status
+                except TRANSIENT_ERRORS as exc:
+                    self.log.warning("Reading Vantax message %s failed, polling again: %s", self.message_id, exc)
+                except VantaxError as exc:
+                    yield self._event("error", str(exc), last)
+                    return
+                if last is not None:
+                    outcome = classify(last, self._success, self._failure)
+                    if outcome is Outcome.SUCCESS:
+                        yield self._event("success", f"Vantax message {self.message_id} is {last}.", last)
+                        return
+                    if outcome is Outcome.FAILURE:
+                        text = f"Vantax message {self.message_id} was not delivered: status {last!r}."
+                        yield self._event("failure", text, last)
+                        return
+                    if outcome is Outcome.UNKNOWN:
+                        yield self._event("unknown", unknown_status_message(last, self.message_id), last)
+                        return
+                remaining = _remaining(self.end_time)
+                if remaining is not None and remaining <= 0:
+                    text = (
+                        f"Timed out waiting for Vantax message {self.message_id} to be delivered; "
+                        f"last status {last!r}."
+                    )
+                    yield self._event("timeout", text, last)
+                    return
+                await self._sleep()
+        finally:
+            await hook.aclose()
+
+
+class VantaxMessagesStatusTrigger(_StatusWait):
+    """
+    Poll many messages, concurrently with a bound, until each has a final status or the deadline passes.
+
+    One event when every message is final or at the deadline: ``{"status": "success" | "failure" |
+    "timeout", "message": <text>, "total": n, "counts": {"success", "failure", "unknown", "error",
+    "pending"}, "statuses": {message_id: last status or None}, "errors": {message_id: text}}``.
+    ``success`` means every message succeeded; ``timeout`` that some were still in progress.
+    A message whose read fails permanently (e.g. 404) is counted under ``error`` and not polled again.
+
+    :param messages: ``[conversation_id, message_id]`` pairs (tuples are accepted and stored as lists).
+    :param vantax_conn_id: the Airflow connection; the trigger never carries the API key.
+    :param end_time: deadline as seconds since the epoch; None waits without a deadline.
+    :param poll_interval: seconds between two polling rounds.
+    :param success_statuses: statuses that count as delivered, besides ``delivered``.
+    :param failure_statuses: statuses that count as failed, besides ``failed``.
+    :param max_concurrency: most reads in flight at once (the connection's rate limit applies too).
+    """
+
+    def __init__(
+        self,
+        messages: Sequence[Sequence[str]],
+        *,
+        vantax_conn_id: str = VantaxHook.default_conn_name,
+        end_time: float | str | datetime | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        success_statuses: Iterable[str] | str | None = None,
+        failure_statuses: Iterable[str] | str | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> None:
+        super().__init__(
+            vantax_conn_id=vantax_conn_id, end_time=end_time, poll_interval=poll_interval,
+            success_statuses=success_statuses, failure_statuses=failure_statuses,
+        )  # fmt: skip
+        pairs = [list(pair) for pair in messages]
+        if any(len(pair) != 2 or not all(isinstance(p, str) for p in pair) for pair in pairs):
+            raise ValueError("messages must be [conversation_id, message_id] pairs of strings.")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}.")
+        self.messages = pairs
+        self.max_concurrency = int(max_concurrency)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return self._classpath(), {
+            "messages": self.messages,
+            **self._common_kwargs(),
+            "max_concurrency": self.max_concurrency,
+        }
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = VantaxHook(self.vantax_conn_id)
+        statuses: dict[str, str | None] = {message_id: None for _, message_id in self.messages}
+        errors: dict[str, str] = {}
+        pending = list(self.messages)
+        limit = asyncio.Semaphore(self.max_concurrency)
+
+        async def read(conversation_id: str, message_id: str) -> None:
+            async with limit:
+                try:
+                    statuses[message_id] = (await hook.aget_message(conversation_id, message_id)).status
+                except TRANSIENT_ERRORS as exc:
+                    self.log.warning("Reading Vantax message %s failed, polling again: %s", message_id, exc)
+                except VantaxError as exc:
+                    errors[message_id] = str(exc)
+
+        try:
+            while True:
+                await asyncio.gather(*(read(c, m) for c, m in pending))
+                pending = [
+                    [c, m] for c, m in pending if m not in errors and self._outcome(statuses[m]) is Outcome.PENDING
+                ]
+                remaining = _remaining(self.end_time)
+                if not pending or (remaining is not None and remaining <= 0):
+                    yield TriggerEvent(self._summary(statuses, errors, timed_out=bool(pending)))
+                    return
+                await self._sleep()
+        finally:
+            await hook.aclose()
+
+    def _outcome(self, status: str | None) -> Outcome:
+        return Outcome.PENDING if status is None else classify(status, self._success, self._failure)
+
+    def _summary(self, statuses: dict[str, str | None], errors: dict[str, str], *, timed_out: bool) -> dict[str, Any]:
+        counts = {"success": 0, "failure": 0, "unknown": 0, "error": 0, "pending": 0}
+        for message_id, status in statuses.items():
+            counts["error" if message_id in errors else self._outcome(status).value] += 1
+        total = len(statuses)
+        if timed_out:
+            status, text = "timeout", f"Timed out with {counts['pending']} of {total} Vantax messages still in progress."
+        elif counts["success"] == total:
+            status, text = "success", f"All {total} Vantax messages were delivered."
+        else:
+            status = "failure"
+            text = (
+                f"{total - counts['success']} of {total} Vantax messages were not delivered "
+                f"(failed {counts['failure']}, unknown status {counts['unknown']}, unreadable {counts['error']})."
+            )
+        return {"status": status, "message": text, "total": total, "counts": counts, "statuses": statuses,
+                "errors": errors}  # fmt: skip
