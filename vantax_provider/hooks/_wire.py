@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from vantax_provider import contract
@@ -20,8 +20,6 @@ from vantax_provider.exceptions import (
 from vantax_provider.hooks._retry import RetryPolicy, is_retryable, parse_retry_after
 
 if TYPE_CHECKING:
-    from logging import Logger
-
     import httpx
 
     from vantax_provider.hooks._settings import VantaxSettings
@@ -121,10 +119,14 @@ def _scrub(text: str, settings: VantaxSettings) -> str:
     return text.replace(settings.api_key, "***") if settings.api_key else text
 
 
+class _Log(Protocol):
+    def warning(self, event: str, *args: Any) -> Any: ...
+
+
 class Attempts:
     """Counts attempts of one call and decides, by the retry policy, whether and when to repeat."""
 
-    def __init__(self, log: Logger, policy: RetryPolicy, method: str, path: str, *, idempotent: bool) -> None:
+    def __init__(self, log: _Log, policy: RetryPolicy, method: str, path: str, *, idempotent: bool) -> None:
         self.log = log
         self.policy = policy
         self.method = method

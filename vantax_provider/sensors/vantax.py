@@ -31,7 +31,7 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
 
     Works in poke, reschedule and deferrable modes.  Transient API errors (5xx, 429, transport)
     while polling are logged and the next poke tries again; a refused key or an unknown message
-    fails.  The XCom ``return_value`` is the message's ids and final status (never its content).
+    fails.  The XCom ``return_value`` is ``{"id", "conversation_id", "status"}`` (never the content).
 
     :param conversation_id: the message's conversation. (templated)
     :param message_id: the message to watch, usually pulled from the send task's XCom. (templated)
@@ -85,7 +85,8 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
         outcome = classify(message.status, frozenset(self.success_statuses), frozenset(self.failure_statuses))
         self.log.info("Vantax message %s: status %s.", self.message_id, message.status)
         if outcome is Outcome.SUCCESS:
-            return PokeReturnValue(is_done=True, xcom_value=message.summary())
+            summary = {"id": message.id, "conversation_id": message.conversation_id, "status": message.status}
+            return PokeReturnValue(is_done=True, xcom_value=summary)
         if outcome is Outcome.FAILURE:
             raise AirflowFailException(
                 f"Vantax message {self.message_id} was not delivered: status {message.status!r}."
