@@ -18,6 +18,7 @@ LINT_PATHS = $(wildcard vantax_provider tests example_dags bench demo)
 UNIT_MARKERS := not slow and not e2e
 # Keep tests and tools off any Airflow home the user may have.
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: venv venv-airflow-3.1 demo test test-unit test-airflow-3.1 test-all test-slow bench \
 	lint format-check typecheck docs docs-serve dist clean lock
@@ -58,7 +59,7 @@ test-all: $(STAMP)
 
 # What .ci/run adds after `make test`: the tests marked slow (browser, packaging, soak, crashes).
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -1,5 +1,5 @@
 """
-The bulk engines behind :meth:`VantaxHook.asend_many`: many sends or status reads through one hook.
+The bulk engine behind :meth:`VantaxHook.asend_many`: many sends through one hook, concurrently.
 
 A fixed pool of worker tasks pulls from one shared iterator, so memory stays flat however many
 recipients there are (10,000 recipients never means 10,000 coroutines).  Pacing, Retry-After
@@ -130,64 +130,6 @@ async def asend_many(
 
     await _run_pool(worker, max_concurrency, progress, on_tick, tick_interval)
     return progress
-
-
-async def apoll_many(
-    hook: VantaxHook,
-    pending: Iterable[tuple[str, str]],
-    *,
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    poll_interval: float = 5.0,
-    timeout: float | None = None,
-) -> dict[str, str]:
-    """
-    Read ``(conversation_id, message_id)`` pairs until each reaches a terminal status.
-
-    Every round reads only the messages still pending, with at most ``max_concurrency`` reads
-    in flight, then sleeps ``poll_interval``.  Returns ``{message_id: last status}``; messages
-    still pending at ``timeout`` keep their last non-terminal status.  A read that fails after
-    the hook's retries keeps the message pending and is logged once per round.
-    """
-    if max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
-    todo = list(pending)
-    statuses: dict[str, str] = {message_id: "unknown" for _, message_id in todo}
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while todo:
-        todo, errors = await _poll_round(hook, todo, statuses, max_concurrency)
-        if errors:
-            log.warning("Vantax delivery poll: %d status read(s) failed; they stay pending.", errors)
-        if not todo or (deadline is not None and time.monotonic() + poll_interval > deadline):
-            break
-        await asyncio.sleep(poll_interval)
-    return statuses
-
-
-async def _poll_round(
-    hook: VantaxHook, todo: list[tuple[str, str]], statuses: dict[str, str], size: int
-) -> tuple[list[tuple[str, str]], int]:
-    """Read each pending message once; return those still not terminal and the failed reads."""
-    from vantax_provider.models import MessageStatus
-
-    iterator = iter(todo)
-    still: list[tuple[str, str]] = []
-    errors = 0
-
-    async def reader() -> None:
-        nonlocal errors
-        for pair in iterator:
-            try:
-                message = await hook.aget_message(*pair)
-            except VantaxError:
-                errors += 1
-                still.append(pair)
-                continue
-            statuses[pair[1]] = message.status
-            if not MessageStatus.is_terminal(message.status):
-                still.append(pair)
-
-    await _run_pool(reader, size, None, None, 0)
-    return still, errors
 
 
 async def _run_pool(

@@ -68,7 +68,9 @@ def save(context: Context | Mapping[str, Any], key: str, value: Any) -> bool:
     return True
 
 
-def load_sent_message(context: Context | Mapping[str, Any], key: str = SENT_MESSAGE_KEY) -> tuple[str, str] | None:
+def load_sent_message(
+    context: Context | Mapping[str, Any], key: str = SENT_MESSAGE_KEY
+) -> tuple[str, str] | None:
     """``(conversation_id, message_id)`` of a message an earlier try sent, or None."""
     value = load(context, key)
     if isinstance(value, dict) and isinstance(value.get("message_id"), str):

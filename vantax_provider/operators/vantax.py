@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
@@ -29,8 +29,36 @@ if TYPE_CHECKING:
     from vantax_provider.hooks.vantax import VantaxHook
     from vantax_provider.models import Channel, Message, SendMessageRequest
 
+__all__ = ["VantaxBulkSendMessageOperator", "VantaxConversationLink", "VantaxSendMessageOperator"]
+
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
+
+
+def _opt(value: Any) -> Any:
+    """An optional field whose template rendered empty is not given (e.g. ``"{{ params.x or '' }}"``)."""
+    return None if value == "" else value
+
+
+def _values_from_xcom_mapping(task: BaseOperator, context: Context) -> set[int]:
+    """
+    ids of field values that ``expand_kwargs(<XCom>)`` took from an upstream task's XCom.
+
+    Airflow renders those as templates (it treats every value of an ``expand_kwargs`` dict as
+    written by the DAG author), so a customer's name holding ``{{ ... }}`` would be rendered or
+    break the task.  Values from ``expand()`` and plain XComArgs are already left alone by Airflow.
+    """
+    if not getattr(task, "_BaseOperator__from_mapped", False):
+        return set()
+    try:
+        mapped: Any = context["dag"].task_dict[task.task_id]
+        expand_input = mapped._get_specified_expand_input()
+        partial = set(mapped.partial_kwargs)
+    except (AttributeError, KeyError, TypeError):  # not the Airflow internals this was written for
+        return set()
+    if type(expand_input).__name__ != "ListOfDictsExpandInput" or isinstance(expand_input.value, Sized):
+        return set()  # a literal list in the DAG file: the author's own templates, rendered as usual
+    return {id(getattr(task, name)) for name in task.template_fields if name not in partial}
 
 
 class VantaxConversationLink(BaseOperatorLink):
@@ -52,7 +80,9 @@ class VantaxConversationLink(BaseOperatorLink):
         try:
             from vantax_provider.hooks.vantax import VantaxHook
 
-            url = VantaxHook(getattr(operator, "vantax_conn_id", VantaxHook.default_conn_name)).settings.dashboard_url
+            url = VantaxHook(
+                getattr(operator, "vantax_conn_id", VantaxHook.default_conn_name)
+            ).settings.dashboard_url
         except Exception:  # a link must never fail the task: no connection means no link
             return ""
         return url.replace("{conversation_id}", quote(conversation_id, safe="")) if url else ""
@@ -80,7 +110,8 @@ class VantaxSendMessageOperator(BaseOperator):
     :param subject: email only, required there. (templated)
     :param html: email only, an optional rich body. (templated)
     :param from_phone_number_id: the sending number for sms and whatsapp; defaults to the connection's
-        ``default_from_phone_number_id``. (templated)
+        ``default_from_phone_number_id``. (templated)  An optional field that renders to ``""`` counts as
+        not given.
     :param media_url: URLs to attach (ignored by email). (templated)
     :param vantax_conn_id: the Airflow connection. (templated)
     :param idempotency_key: None (default) derives one from dag_id, task_id, run_id, map_index,
@@ -143,6 +174,18 @@ class VantaxSendMessageOperator(BaseOperator):
         self.failure_statuses = sorted(status_set(failure_statuses))
         check_status_sets(frozenset(self.success_statuses), frozenset(self.failure_statuses))
 
+    def _do_render_template_fields(
+        self,
+        parent: Any,
+        template_fields: Iterable[str],
+        context: Context,
+        jinja_env: Any,
+        seen_oids: set[int],
+    ) -> None:
+        if parent is self:
+            seen_oids = seen_oids | _values_from_xcom_mapping(self, context)
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+
     @cached_property
     def hook(self) -> VantaxHook:
         from vantax_provider.hooks.vantax import VantaxHook
@@ -180,7 +223,11 @@ class VantaxSendMessageOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: succeed on delivery, fail with the trigger's reason otherwise."""
-        if not isinstance(event, dict) or not isinstance(event.get("status"), str) or not event.get("message_id"):
+        if (
+            not isinstance(event, dict)
+            or not isinstance(event.get("status"), str)
+            or not event.get("message_id")
+        ):
             raise AirflowException(f"Unexpected event from the Vantax trigger: {event!r}")
         status, text = event["status"], str(event.get("message", ""))
         if status == "success":
@@ -199,8 +246,9 @@ class VantaxSendMessageOperator(BaseOperator):
 
         try:
             return self.hook.build_request(
-                self.conversation_id, channel=self.channel, content=self.content, subject=self.subject,
-                html=self.html, from_phone_number_id=self.from_phone_number_id, media_url=self.media_url,
+                self.conversation_id, channel=self.channel, content=self.content, subject=_opt(self.subject),
+                html=_opt(self.html), from_phone_number_id=_opt(self.from_phone_number_id),
+                media_url=_opt(self.media_url),
             )  # fmt: skip
         except VantaxValidationError as exc:
             raise AirflowFailException(str(exc)) from exc
@@ -252,7 +300,9 @@ class VantaxSendMessageOperator(BaseOperator):
                     self.log.info("Vantax message %s is %s.", message_id, last)
                     return message
                 if outcome is Outcome.FAILURE:
-                    raise AirflowFailException(f"Vantax message {message_id} was not delivered: status {last!r}.")
+                    raise AirflowFailException(
+                        f"Vantax message {message_id} was not delivered: status {last!r}."
+                    )
                 if outcome is Outcome.UNKNOWN:
                     raise AirflowFailException(unknown_status_message(last, message_id))
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -262,3 +312,6 @@ class VantaxSendMessageOperator(BaseOperator):
                     f"to be delivered; last status {last!r}."
                 )
             time.sleep(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
+
+
+from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator  # noqa: E402

@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from vantax_provider._compat import AirflowException, AirflowFailException, AirflowSensorTimeout, default_deferrable
+from vantax_provider._compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    default_deferrable,
+)
 from vantax_provider.triggers._status import (
     TRANSIENT_ERRORS,
     Outcome,
@@ -107,14 +112,19 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
             trigger=VantaxMessageStatusTrigger(
                 self.conversation_id, self.message_id, vantax_conn_id=self.vantax_conn_id,
                 end_time=time.time() + float(self.timeout), poll_interval=float(self.poke_interval),
-                success_statuses=self.success_statuses or None, failure_statuses=self.failure_statuses or None,
+                success_statuses=self.success_statuses or None,
+                failure_statuses=self.failure_statuses or None,
             ),
             method_name="execute_complete",
         )  # fmt: skip
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the message's summary on delivery, a failure otherwise."""
-        if not isinstance(event, dict) or not isinstance(event.get("status"), str) or not event.get("message_id"):
+        if (
+            not isinstance(event, dict)
+            or not isinstance(event.get("status"), str)
+            or not event.get("message_id")
+        ):
             raise AirflowException(f"Unexpected event from the Vantax trigger: {event!r}")
         status, text = event["status"], str(event.get("message", ""))
         if status == "success":

@@ -10,6 +10,7 @@ from vantax_provider import contract
 from vantax_provider.exceptions import (
     VantaxError,
     VantaxRateLimitError,
+    VantaxResponseError,
     VantaxServerError,
     VantaxTransportError,
 )
@@ -18,7 +19,12 @@ DEFAULT_SUCCESS = frozenset({"delivered"})
 DEFAULT_FAILURE = frozenset({"failed"})
 
 #: Errors that may pass on their own: a wait logs them and polls again (the hook already retried).
-TRANSIENT_ERRORS: tuple[type[VantaxError], ...] = (VantaxServerError, VantaxTransportError, VantaxRateLimitError)
+TRANSIENT_ERRORS: tuple[type[VantaxError], ...] = (
+    VantaxServerError,
+    VantaxTransportError,
+    VantaxRateLimitError,
+    VantaxResponseError,  # a 2xx read without the envelope: the next poll may parse
+)
 
 
 class Outcome(str, Enum):
@@ -48,11 +54,14 @@ def check_status_sets(success: frozenset[str], failure: frozenset[str]) -> None:
     both = success & failure
     if both:
         raise ValueError(
-            f"success_statuses and failure_statuses overlap on {sorted(both)}: a status must be one or the other."
+            f"success_statuses and failure_statuses overlap on {sorted(both)}: "
+            "a status must be one or the other."
         )
 
 
-def classify(status: str, success: frozenset[str] = frozenset(), failure: frozenset[str] = frozenset()) -> Outcome:
+def classify(
+    status: str, success: frozenset[str] = frozenset(), failure: frozenset[str] = frozenset()
+) -> Outcome:
     """
     Classify a status; the user's sets win over the defaults.
 

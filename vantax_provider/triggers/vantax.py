@@ -45,7 +45,7 @@ class _StatusWait(BaseTrigger):
         success_statuses: Iterable[str] | str | None,
         failure_statuses: Iterable[str] | str | None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval!r}.")
         self.vantax_conn_id = vantax_conn_id
@@ -119,13 +119,14 @@ class VantaxMessageStatusTrigger(_StatusWait):
         }
 
     def _event(self, status: str, message: str, delivery_status: str | None) -> TriggerEvent:
-        return TriggerEvent({
+        payload = {
             "status": status,
             "message": message,
             "message_id": self.message_id,
             "conversation_id": self.conversation_id,
             "delivery_status": delivery_status,
-        })
+        }
+        return TriggerEvent(payload)  # type: ignore[no-untyped-call]
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = VantaxHook(self.vantax_conn_id)
@@ -135,7 +136,9 @@ class VantaxMessageStatusTrigger(_StatusWait):
                 try:
                     last = (await hook.aget_message(self.conversation_id, self.message_id)).status
                 except TRANSIENT_ERRORS as exc:
-                    self.log.warning("Reading Vantax message %s failed, polling again: %s", self.message_id, exc)
+                    self.log.warning(
+                        "Reading Vantax message %s failed, polling again: %s", self.message_id, exc
+                    )
                 except VantaxError as exc:
                     yield self._event("error", str(exc), last)
                     return
@@ -233,11 +236,14 @@ class VantaxMessagesStatusTrigger(_StatusWait):
             while True:
                 await asyncio.gather(*(read(c, m) for c, m in pending))
                 pending = [
-                    [c, m] for c, m in pending if m not in errors and self._outcome(statuses[m]) is Outcome.PENDING
+                    [c, m]
+                    for c, m in pending
+                    if m not in errors and self._outcome(statuses[m]) is Outcome.PENDING
                 ]
                 remaining = _remaining(self.end_time)
                 if not pending or (remaining is not None and remaining <= 0):
-                    yield TriggerEvent(self._summary(statuses, errors, timed_out=bool(pending)))
+                    summary = self._summary(statuses, errors, timed_out=bool(pending))
+                    yield TriggerEvent(summary)  # type: ignore[no-untyped-call]
                     return
                 await self._sleep()
         finally:
@@ -246,20 +252,26 @@ class VantaxMessagesStatusTrigger(_StatusWait):
     def _outcome(self, status: str | None) -> Outcome:
         return Outcome.PENDING if status is None else classify(status, self._success, self._failure)
 
-    def _summary(self, statuses: dict[str, str | None], errors: dict[str, str], *, timed_out: bool) -> dict[str, Any]:
+    def _summary(
+        self, statuses: dict[str, str | None], errors: dict[str, str], *, timed_out: bool
+    ) -> dict[str, Any]:
         counts = {"success": 0, "failure": 0, "unknown": 0, "error": 0, "pending": 0}
         for message_id, status in statuses.items():
             counts["error" if message_id in errors else self._outcome(status).value] += 1
         total = len(statuses)
         if timed_out:
-            status, text = "timeout", f"Timed out with {counts['pending']} of {total} Vantax messages still in progress."
+            status, text = (
+                "timeout",
+                f"Timed out with {counts['pending']} of {total} Vantax messages still in progress.",
+            )
         elif counts["success"] == total:
             status, text = "success", f"All {total} Vantax messages were delivered."
         else:
             status = "failure"
             text = (
                 f"{total - counts['success']} of {total} Vantax messages were not delivered "
-                f"(failed {counts['failure']}, unknown status {counts['unknown']}, unreadable {counts['error']})."
+                f"(failed {counts['failure']}, unknown status {counts['unknown']}, "
+                f"unreadable {counts['error']})."
             )
         return {"status": status, "message": text, "total": total, "counts": counts, "statuses": statuses,
                 "errors": errors}  # fmt: skip

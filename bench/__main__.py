@@ -1,0 +1,199 @@
+"""
+``python -m bench``: one run, one emulator (50 ms added latency), every figure of issue 4.
+
+1. Throughput: the bulk operator (``execute`` with a minimal context and an in-memory state
+   store) at concurrency 32 and 64, a bare ``httpx.AsyncClient`` loop at the same concurrency
+   (the ceiling), and a sequential sync ``httpx.Client`` loop (the naive way).
+2. Peak memory of one 10,000-recipient bulk send, in a fresh process.
+3. The delivery tracker: 1,000 pending messages followed by ``VantaxMessagesStatusTrigger`` in
+   one fresh process: time to resolve, CPU per status read, peak memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench._common import MESSAGE_FIELDS, context, recipients
+
+LATENCY_MS = 50
+BULK_N = 1500
+ROUNDS = 2
+SEQUENTIAL_N = 200
+MEMORY_N = 10_000
+TRACKER_N = 1000
+TARGET_VS_BARE = 0.9
+TARGET_VS_SEQUENTIAL = 15.0
+
+
+def _bulk(n: int, concurrency: int, prefix: str) -> float:
+    from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+
+    operator = VantaxBulkSendMessageOperator(
+        task_id="bulk", recipients=recipients(n, prefix), max_concurrency=concurrency, **MESSAGE_FIELDS
+    )
+    started = time.perf_counter()
+    result = operator.execute(context())
+    elapsed = time.perf_counter() - started
+    assert result["sent"] == n, result["failed"]
+    return n / elapsed
+
+
+def _bare(url: str, api_key: str, n: int, concurrency: int, prefix: str) -> float:
+    import httpx
+
+    async def run() -> None:
+        headers = {"Authorization": f"Bearer {api_key}"}
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
+            indexes = iter(range(n))
+
+            async def worker() -> None:
+                for i in indexes:
+                    body = {"channel": "email", "subject": "Your pro plan",
+                            "content": f"Hi Customer {i}, your pro plan renews on 2025-01-01."}  # fmt: skip
+                    response = await client.post(
+                        f"/v1/conversations/{prefix}_{i:06d}/messages", json=body,
+                        headers={"Idempotency-Key": f"bare-{prefix}-{i}"},
+                    )  # fmt: skip
+                    assert response.status_code == 201, response.text
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    return n / (time.perf_counter() - started)
+
+
+def _sequential(url: str, api_key: str, n: int) -> float:
+    import httpx
+
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as client:
+        for i in range(n):
+            body = {"channel": "email", "subject": "Your pro plan",
+                    "content": f"Hi Customer {i}, your pro plan renews on 2025-01-01."}  # fmt: skip
+            response = client.post(f"/v1/conversations/conv_seq_{i:06d}/messages", json=body)
+            assert response.status_code == 201, response.text
+    return n / (time.perf_counter() - started)
+
+
+def _child(*args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench._child", *args], capture_output=True, text=True, env=os.environ.copy(),
+        timeout=300,
+    )  # fmt: skip
+    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"bench child {args} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return dict(json.loads(line.removeprefix("BENCH ")))
+
+
+def _verdict(value: float, target: float) -> str:
+    return "PASS" if value >= target else "FAIL"
+
+
+def _machine() -> str:
+    import airflow
+
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, Airflow {airflow.__version__}"
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("airflow").setLevel(logging.WARNING)
+    logging.getLogger("airflow.task").setLevel(logging.WARNING)  # the progress lines
+    from vantax_provider.emulator.testing import running_emulator
+
+    started = time.perf_counter()
+    print(f"machine: {_machine()}")
+    print(f"load average before: {os.getloadavg()[0]:.2f} (client and emulator share these CPUs)")
+    print(f"emulator: separate process, {LATENCY_MS} ms added latency per request")
+    with running_emulator(latency_ms=LATENCY_MS) as emu:
+        os.environ.update(emu.airflow_env())
+        url, key = emu.url, emu.api_key
+        _bare(url, key, 300, 32, "conv_warm")  # warm-up: imports, connections
+        _bulk(300, 32, "conv_warm2")
+        emu.reset()
+
+        runs: dict[str, list[float]] = {}
+        steps: list[tuple[str, Callable[[str], float]]] = [
+            ("bare_32", lambda p: _bare(url, key, BULK_N, 32, p)),
+            ("bulk_32", lambda p: _bulk(BULK_N, 32, p)),
+            ("bare_64", lambda p: _bare(url, key, BULK_N, 64, p)),
+            ("bulk_64", lambda p: _bulk(BULK_N, 64, p)),
+        ]
+        # Interleaved, forwards then backwards, best of the rounds: other load on a shared machine
+        # hits both senders alike instead of whichever happened to run during it.
+        for round_ in range(ROUNDS):
+            for name, step in steps if round_ % 2 == 0 else steps[::-1]:
+                runs.setdefault(name, []).append(step(f"conv_{name}_{round_}"))
+                emu.reset()
+        runs["sequential"] = [_sequential(url, key, SEQUENTIAL_N)]
+        emu.reset()
+        rates = {name: max(values) for name, values in runs.items()}
+        print(f"\nthroughput, messages/s ({BULK_N} messages per concurrent run, best of {ROUNDS} interleaved "
+              f"rounds; {SEQUENTIAL_N} sequential):")  # fmt: skip
+        for name, values in runs.items():
+            print(f"  {name:<11} {rates[name]:8.1f}   (runs: {', '.join(f'{v:.0f}' for v in values)})")
+        print("ratios:")
+        for c in (32, 64):
+            vs_bare = rates[f"bulk_{c}"] / rates[f"bare_{c}"]
+            vs_seq = rates[f"bulk_{c}"] / rates["sequential"]
+            print(f"  bulk/bare       at {c}: {vs_bare:5.2f}  (target >= {TARGET_VS_BARE})  "
+                  f"{_verdict(vs_bare, TARGET_VS_BARE)}")  # fmt: skip
+            print(f"  bulk/sequential at {c}: {vs_seq:5.1f}  (target >= {TARGET_VS_SEQUENTIAL:g})   "
+                  f"{_verdict(vs_seq, TARGET_VS_SEQUENTIAL)}")  # fmt: skip
+
+        mem = _child("memory", str(MEMORY_N), "64")
+        emu.reset()
+        print(f"\nmemory, one bulk send of {MEMORY_N} recipients (fresh process, concurrency 64):")
+        print(f"  tracemalloc peak during execute: {mem['tracemalloc_peak_mb']:.1f} MB")
+        print(f"  RSS: {mem['rss_before_mb']:.0f} MB before, {mem['rss_peak_mb']:.0f} MB peak "
+              f"(+{mem['rss_peak_mb'] - mem['rss_before_mb']:.0f} MB)")  # fmt: skip
+        print(f"  result XCom {mem['result_json_bytes'] / 1e6:.2f} MB JSON; largest state-store value "
+              f"{mem['largest_checkpoint_value_bytes']} bytes (policy 65535)")  # fmt: skip
+
+        emu.configure(queued_seconds=2.0, sent_seconds=8.0)  # delivered ~10 s after creation
+        _bare(url, key, TRACKER_N, 32, "conv_track")
+        pairs = [[m["conversation_id"], m["id"]] for m in emu.messages()]
+        gets_before = emu.stats()["by_path_kind"]["get"]
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+            json.dump(pairs, handle)
+        try:
+            track = _child("tracker", handle.name, "1.0", "32")
+        finally:
+            os.unlink(handle.name)
+        reads = emu.stats()["by_path_kind"]["get"] - gets_before
+        rounds = reads / len(pairs)
+        print(f"\ndelivery tracker: {len(pairs)} pending messages, VantaxMessagesStatusTrigger in one "
+              "process (poll_interval 1 s, 32 reads in flight; delivered ~10 s after creation):")  # fmt: skip
+        print(f"  resolved: {track['status']} {track['counts']} in {track['wall']:.1f} s")
+        per_read = 1000 * track["cpu"] / max(reads, 1)
+        print(f"  status reads: {reads} (~{rounds:.1f} polling rounds); CPU {track['cpu']:.2f} s total, "
+              f"{per_read:.2f} ms per read, {per_read * len(pairs):.0f} ms per round")  # fmt: skip
+        print(f"  peak RSS {track['rss_before_mb']:.0f} MB before -> {track['rss_peak_mb']:.0f} MB "
+              f"(+{track['rss_peak_mb'] - track['rss_before_mb']:.0f} MB)")  # fmt: skip
+    print(f"\nbench took {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""``make demo``: run the example DAGs against a local Vantax emulator and show what was sent."""

@@ -1,0 +1,131 @@
+"""
+Crash-resume for real: the worker running a bulk send is SIGKILLed mid-batch, then the same task
+instance runs again (as the scheduler does after a lost worker) and again after that.
+
+Each run is its own Python process with the real Airflow task runner and ``task_state_store``
+(SQLite metadata DB); the emulator counts what was really created.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vantax_dagtest import dags_folder
+
+N = 150
+RATE = 50.0
+DAG_ID = "vx_bulk_crash"
+
+_DAG = f"""
+from datetime import datetime
+from airflow.sdk import DAG
+from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+
+with DAG("{DAG_ID}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
+    VantaxBulkSendMessageOperator(
+        task_id="bulk",
+        recipients=[{{"cid": f"conv_c{{i:03d}}"}} for i in range({N})],
+        conversation_id="{{{{ recipient.cid }}}}",
+        channel="email",
+        subject="s",
+        content="Hello {{{{ recipient.cid }}}}",
+        rate_limit={RATE},
+        max_concurrency=8,
+        checkpoint_interval=0.2,
+    )
+"""
+
+_RUNNER = """
+import importlib.util, json, sys
+from datetime import datetime, timezone
+spec = importlib.util.spec_from_file_location("vx_crash_dag", sys.argv[1])
+module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+dag = module.dag
+when = datetime(2025, 4, 1, tzinfo=timezone.utc)
+if sys.argv[2] == "first":
+    dag.test(logical_date=when, run_after=when)
+    sys.exit(0)
+# Run the same task instance again, twice, as the scheduler does after a lost worker: new tries of it.
+from sqlalchemy import select
+from airflow.models.dagrun import DagRun
+from airflow.models.xcom import XComModel
+from airflow.sdk.definitions.dag import _run_task
+from airflow.utils.session import create_session
+from airflow.utils.state import TaskInstanceState
+for _ in range(2):
+    with create_session() as session:
+        run = session.scalar(select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.logical_date == when))
+        ti = run.get_task_instance("bulk", session=session)
+        ti.prepare_db_for_next_try(session)
+        ti.try_number += 1
+        ti.state = TaskInstanceState.SCHEDULED
+        session.commit()
+        session.refresh(ti)
+        _run_task(ti=ti, task=dag.task_dict["bulk"])
+    with create_session() as session:
+        row = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag.dag_id, task_ids="bulk",
+                                                 key="return_value")).first()
+        result = XComModel.deserialize_value(row)
+        print("RESULT " + json.dumps({k: v for k, v in result.items() if k != "outcomes"}), flush=True)
+"""
+
+
+def _start(script: Path, dag_file: Path, mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(script), str(dag_file), mode],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
+    )  # fmt: skip
+
+
+def _results(process: subprocess.Popen[str]) -> list[dict[str, int]]:
+    import json
+
+    out, _ = process.communicate(timeout=180)
+    assert process.returncode == 0, out[-3000:]
+    return [
+        json.loads(line.removeprefix("RESULT ")) for line in out.splitlines() if line.startswith("RESULT ")
+    ]
+
+
+def test_sigkill_mid_batch_then_retry_sends_each_recipient_once(dag_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    emu = dag_env
+    dag_file = dags_folder() / f"{DAG_ID}.py"
+    dag_file.write_text(_DAG)
+    script = tmp_path / "runner.py"
+    script.write_text(_RUNNER)
+
+    first = _start(script, dag_file, "first")
+    deadline = time.monotonic() + 120
+    while emu.stats()["created"] < 50:
+        assert first.poll() is None, "the first run ended before it could be killed"
+        assert time.monotonic() < deadline, "the first run never got going"
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(30)
+    created_at_kill = emu.stats()["created"]
+    assert created_at_kill < N, "the first run finished before the kill"
+    posts_before = sum(1 for r in emu.requests() if r["method"] == "POST")
+
+    second, third = _results(_start(script, dag_file, "resume"))
+    posts_after = sum(1 for r in emu.requests() if r["method"] == "POST") - posts_before
+    stats = emu.stats()
+    assert stats["created"] == N, stats  # everyone, and nobody twice
+    conversations = [m["conversation_id"] for m in emu.messages()]
+    assert sorted(conversations) == [f"conv_c{i:03d}" for i in range(N)]
+    # The retry skipped what the checkpoint recorded; only the last unrecorded moments were re-sent,
+    # under the same Idempotency-Keys, which the service replayed instead of creating again.
+    assert second["skipped_already_sent"] >= 40, second
+    assert second["skipped_already_sent"] + second["sent"] == N and second["failed"] == 0
+    assert second["sent"] - stats["replayed"] == N - created_at_kill
+    # The run after that sends nothing at all: every POST after the kill came from the first retry.
+    assert third["skipped_already_sent"] == N and third["sent"] == 0
+    assert posts_after == second["sent"]
+    print(
+        f"\nkilled at {created_at_kill} created; retry skipped {second['skipped_already_sent']}, "
+        f"re-sent {stats['replayed']} in flight (replayed), sent {N - created_at_kill} new"
+    )

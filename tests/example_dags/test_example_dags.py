@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from vantax_dagtest import REPO, copy_examples, load_module, task_states, xcom
+
+EXAMPLES = [
+    "example_vantax_scheduled_notification",
+    "example_vantax_pipeline_alert",
+    "example_vantax_outreach",
+]
+
+
+def test_examples_parse_without_errors(airflow_db: Any) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "example_dags"))
+    mine = {
+        path: error for path, error in bag.import_errors.items() if any(name in path for name in EXAMPLES)
+    }
+    assert mine == {}
+    assert set(EXAMPLES) <= set(bag.dag_ids)
+
+
+def _dag(name: str) -> Any:
+    return load_module(copy_examples() / f"{name}.py").dag
+
+
+def test_scheduled_notification(dag_env: Any) -> None:
+    dr = _dag("example_vantax_scheduled_notification").test()
+    assert task_states(dr) == {"morning_briefing": ("success", 1)}
+    [message] = dag_env.messages()
+    assert message["conversation_id"] == "conv_ops_team" and message["status"] == "delivered"
+    assert message["body"]["from_phone_number_id"] == "pn_demo_sender"
+    assert message["body"]["content"].startswith("Good morning! The data for ")
+    assert xcom(dr, "morning_briefing")["status"] == "delivered"
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["success", "failure"])
+def test_pipeline_alert(dag_env: Any, fail: bool) -> None:
+    dr = _dag("example_vantax_pipeline_alert").test(run_conf={"fail": fail})
+    assert task_states(dr)["load"][0] == ("failed" if fail else "success")
+    [message] = dag_env.messages()
+    assert message["conversation_id"] == "conv_data_alerts"
+    if fail:
+        assert message["body"]["content"].startswith("example_vantax_pipeline_alert failed for ")
+        assert message["body"]["content"].endswith("task load (try 1).")
+    else:
+        assert "all tasks succeeded" in message["body"]["content"]
+
+
+def test_outreach(dag_env: Any) -> None:
+    dr = _dag("example_vantax_outreach").test()
+    states = task_states(dr)
+    assert states.pop("personalise") == ("success", 1)
+    assert states == {f"send[{i}]": ("success", 1) for i in range(4)}
+    sent = {m["conversation_id"]: m for m in dag_env.messages()}
+    assert len(sent) == 4 and {m["status"] for m in sent.values()} == {"delivered"}
+    assert (
+        sent["conv_curly_braces"]["body"]["content"]
+        == "Hi {{ not a template }}, your Free plan renews next week."
+    )
+    assert sent["conv_grace_hopper"]["body"]["subject"] == "Your Team plan"

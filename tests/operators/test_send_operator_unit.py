@@ -1,0 +1,205 @@
+"""The operator's pieces that need no DAG run: argument checks, validation, waits and events."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from vantax_provider._compat import AirflowException, AirflowFailException
+from vantax_provider.hooks.vantax import VantaxHook
+from vantax_provider.idempotency import derive_idempotency_key
+from vantax_provider.operators.vantax import VantaxSendMessageOperator
+
+
+def operator(**kwargs: Any) -> VantaxSendMessageOperator:
+    fields = {"task_id": "send", "conversation_id": "conv_1", "channel": "facebook", "content": "hello"}
+    return VantaxSendMessageOperator(**{**fields, **kwargs})
+
+
+class FakeTI:
+    """Just what the operator uses of a task instance, for the Airflow < 3.3 path (no state store)."""
+
+    dag_id, task_id, run_id, map_index = "d", "send", "manual__1", -1
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def test_declares_the_templating_the_issue_lists() -> None:
+    op = operator()
+    for name in (
+        "conversation_id",
+        "channel",
+        "content",
+        "subject",
+        "html",
+        "from_phone_number_id",
+        "media_url",
+    ):
+        assert name in op.template_fields
+    assert tuple(op.template_ext) == (".txt", ".html", ".j2")
+    assert op.template_fields_renderers == {"html": "html", "media_url": "json"}
+
+
+def test_bad_arguments_fail_at_parse_time() -> None:
+    with pytest.raises(ValueError, match="poll_interval"):
+        operator(poll_interval=0)
+    with pytest.raises(ValueError, match="delivery_timeout"):
+        operator(delivery_timeout=-1)
+    with pytest.raises(ValueError, match="overlap"):
+        operator(success_statuses=["read"], failure_statuses=["READ"])
+
+
+def test_deferrable_follows_airflow_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    assert operator().deferrable is True
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "False")
+    assert operator().deferrable is False
+    assert operator(deferrable=True).deferrable is True
+
+
+def test_validation_failure_names_fields_and_sends_nothing(vantax_conn: str, vantax_emulator: Any) -> None:
+    op = operator(channel="sms", content="")
+    with pytest.raises(AirflowFailException) as info:
+        op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    assert "content" in str(info.value) and "from_phone_number_id" in str(info.value)
+    assert vantax_emulator.stats()["requests"] == 0
+
+
+def test_messaging_window_fails_without_retry_and_advises_a_template(
+    vantax_conn: str, vantax_emulator: Any
+) -> None:
+    op = operator(conversation_id="conv_closed_1", channel="whatsapp", from_phone_number_id="pn_1")
+    with pytest.raises(AirflowFailException, match="approved template"):
+        op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    assert vantax_emulator.stats()["created"] == 0
+
+
+def test_without_a_state_store_a_retry_relies_on_the_derived_key(
+    vantax_conn: str, vantax_emulator: Any
+) -> None:
+    """Airflow 3.1/3.2: no task_state_store, so the second try posts again under the same key."""
+    first, second = FakeTI(), FakeTI()
+    out1 = operator().execute({"ti": first})  # type: ignore[arg-type]
+    out2 = operator().execute({"ti": second})  # type: ignore[arg-type]
+    assert out1["id"] == out2["id"] == first.pushed["message_id"] == second.pushed["message_id"]
+    stats = vantax_emulator.stats()
+    assert stats["created"] == 1 and stats["replayed"] == 1
+    key = derive_idempotency_key(
+        dag_id="d", task_id="send", run_id="manual__1", map_index=None, conversation_id="conv_1",
+        body={"channel": "facebook", "content": "hello"},
+    )  # fmt: skip
+    assert [m["idempotency_key"] for m in vantax_emulator.messages()] == [key]
+
+
+def test_idempotency_key_opt_out_and_custom(vantax_conn: str, vantax_emulator: Any) -> None:
+    operator(idempotency_key="").execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    operator(idempotency_key="my-key-1", content="other").execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    assert [m["idempotency_key"] for m in vantax_emulator.messages()] == [None, "my-key-1"]
+
+
+def _sent(conversation_id: str) -> str:
+    hook = VantaxHook()
+    try:
+        return hook.send_message(conversation_id, channel="facebook", content="x").id
+    finally:
+        hook.close()
+
+
+def test_sync_wait_failure_names_the_status(vantax_conn: str) -> None:
+    message_id = _sent("conv_fail_w")
+    with pytest.raises(AirflowFailException, match=rf"{message_id} was not delivered: status 'failed'"):
+        operator(poll_interval=0.05)._wait("conv_fail_w", message_id)
+
+
+def test_sync_wait_timeout_names_message_and_last_status(vantax_conn: str) -> None:
+    message_id = _sent("conv_stuck_w")
+    started = time.monotonic()
+    with pytest.raises(AirflowException, match=rf"{message_id} to be delivered; last status 'sent'") as info:
+        operator(poll_interval=0.05, delivery_timeout=0.3)._wait("conv_stuck_w", message_id)
+    assert not isinstance(info.value, AirflowFailException)  # a retry resumes waiting
+    assert time.monotonic() - started >= 0.3
+
+
+def test_sync_wait_unknown_status_fails_closed(vantax_conn: str, vantax_emulator: Any) -> None:
+    vantax_emulator.configure(outcomes={"conv_u": "undelivered"})
+    message_id = _sent("conv_u")
+    with pytest.raises(AirflowFailException, match=r"'undelivered'.*failing closed"):
+        operator(poll_interval=0.05)._wait("conv_u", message_id)
+    assert (
+        operator(poll_interval=0.05, success_statuses="undelivered")._wait("conv_u", message_id).id
+        == message_id
+    )
+
+
+def test_sync_wait_survives_transient_errors(vantax_emulator: Any, conn_extra: Any) -> None:
+    conn_extra(max_retries=0)
+    message_id = _sent("conv_t")
+    vantax_emulator.inject("status", status=502, method="GET", times=2)
+    assert operator(poll_interval=0.05)._wait("conv_t", message_id).status == "delivered"
+    assert [r["status"] for r in vantax_emulator.requests() if r["method"] == "GET"][:2] == [502, 502]
+
+
+@pytest.mark.parametrize(
+    ("event", "error", "text"),
+    [
+        ({"status": "failure", "message": "was not delivered: status 'failed'", "message_id": "m"},
+         AirflowFailException, "status 'failed'"),
+        ({"status": "unknown", "message": "status 'read' fails closed", "message_id": "m"},
+         AirflowFailException, "'read'"),
+        ({"status": "timeout", "message": "Timed out waiting for m", "message_id": "m"},
+         AirflowException, "Timed out"),
+        ({"status": "weird", "message": "", "message_id": "m"}, AirflowException, "Unexpected status"),
+        ({"message": "no status"}, AirflowException, "Unexpected event"),
+        (None, AirflowException, "Unexpected event"),
+    ],
+)  # fmt: skip
+def test_execute_complete_checks_the_event(event: Any, error: type[Exception], text: str) -> None:
+    with pytest.raises(error, match=text):
+        operator().execute_complete({}, event)  # type: ignore[arg-type]
+
+
+def test_execute_complete_success_returns_the_message(vantax_conn: str) -> None:
+    message_id = _sent("conv_c")
+    time.sleep(0.2)
+    ti = FakeTI()
+    event = {"status": "success", "message": "", "message_id": message_id, "conversation_id": "conv_c"}
+    out = operator().execute_complete({"ti": ti}, event)  # type: ignore[arg-type]
+    assert out["id"] == message_id and out["status"] == "delivered" and ti.pushed["message_id"] == message_id
+
+
+def test_link_is_empty_without_dashboard_url_and_filled_with_it(
+    vantax_emulator: Any, conn_extra: Any
+) -> None:
+    from vantax_provider.operators.vantax import VantaxConversationLink
+
+    link = VantaxConversationLink()
+    conn_extra()
+    assert link.get_link(operator(conversation_id="conv/1"), ti_key=SimpleNamespace()) == ""  # type: ignore[arg-type]
+    conn_extra(dashboard_url="https://app.example.com/c/{conversation_id}")
+    url = link.get_link(operator(conversation_id="conv/1"), ti_key=SimpleNamespace())  # type: ignore[arg-type]
+    assert url == "https://app.example.com/c/conv%2F1"
+
+
+def test_deferrable_wait_defers_to_the_trigger_with_ids_only(vantax_conn: str, vantax_emulator: Any) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from vantax_provider.triggers.vantax import VantaxMessageStatusTrigger
+
+    ti = FakeTI()
+    op = operator(wait_for_delivery=True, deferrable=True, poll_interval=0.5, delivery_timeout=60)
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        op.execute({"ti": ti})  # type: ignore[arg-type]
+    trigger = info.value.trigger
+    assert isinstance(trigger, VantaxMessageStatusTrigger)
+    assert info.value.method_name == "execute_complete"
+    _, kwargs = trigger.serialize()
+    assert kwargs["message_id"] == ti.pushed["message_id"] == vantax_emulator.messages()[0]["id"]
+    assert kwargs["poll_interval"] == 0.5 and before + 60 <= kwargs["end_time"] <= time.time() + 60

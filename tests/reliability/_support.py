@@ -1,0 +1,122 @@
+"""
+Helpers shared by the reliability suites: a minimal task context for driving operators
+in-process, counting what the emulator really received, and the per-suite figures that the
+conftest prints at the end of the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vantax_provider.emulator.testing import Emulator
+
+#: Connection extras for fast retries: 2 repeats, 10 ms first backoff, 0.5 s read timeout.
+FAST_EXTRAS: dict[str, Any] = {"retry_backoff": 0.01, "timeout": 0.5, "max_retries": 2, "max_retry_after": 5}
+#: The hook makes at most this many attempts per request under FAST_EXTRAS.
+MAX_ATTEMPTS = 1 + FAST_EXTRAS["max_retries"]
+
+
+@dataclass
+class Figures:
+    """What one suite tried and found; printed as one line at the end of the session."""
+
+    cases: int = 0
+    faults_applied: int = 0
+    survived: int = 0
+    duplicates: int = 0
+    leaks: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+FIGURES: dict[str, Figures] = {}
+
+
+def figures(suite: str) -> Figures:
+    return FIGURES.setdefault(suite, Figures())
+
+
+def summary_lines() -> list[str]:
+    lines = []
+    for suite, f in sorted(FIGURES.items()):
+        extra = "".join(f" {k}={v}" for k, v in f.extra.items())
+        lines.append(
+            f"reliability: {suite} cases={f.cases} faults={f.faults_applied} survived={f.survived} "
+            f"duplicates={f.duplicates} leaks={f.leaks}{extra}"
+        )
+    return lines
+
+
+class MemoryStateStore:
+    """A dict standing in for Airflow 3.3's ``task_state_store`` (it survives a task's tries)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        self.values[key] = value
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+@dataclass
+class FakeTI:
+    """The task-instance attributes the operators read, with XCom pushes recorded."""
+
+    dag_id: str = "reliability"
+    task_id: str = "send"
+    run_id: str = "manual__reliability"
+    map_index: int = -1
+    try_number: int = 1
+    xcoms: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+
+def make_context(
+    task_id: str, *, store: MemoryStateStore | None = None, try_number: int = 1
+) -> dict[str, Any]:
+    """A task context with a ``ti`` and, when given, a state store (as on Airflow 3.3)."""
+    context: dict[str, Any] = {"ti": FakeTI(task_id=task_id, try_number=try_number), "params": {}}
+    if store is not None:
+        context["task_state_store"] = store
+    return context
+
+
+def settle(emu: Emulator, *, quiet: float = 0.3, limit: float = 5.0) -> None:
+    """Wait until the emulator's request counter stops moving (stalled requests are logged at their end)."""
+    deadline = time.monotonic() + limit
+    last = emu.stats()["requests"]
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = emu.stats()["requests"]
+        if now == last:
+            return
+        last = now
+
+
+def created_per_conversation(emu: Emulator) -> Counter[str]:
+    return Counter(m["conversation_id"] for m in emu.messages())
+
+
+def attempts(emu: Emulator, conversation_id: str, method: str) -> int:
+    return sum(1 for r in emu.requests() if r["conversation_id"] == conversation_id and r["method"] == method)
+
+
+def duplicates(counts: Iterable[int]) -> int:
+    return sum(max(0, n - 1) for n in counts)
+
+
+def outcome_class(ok: bool, tries: int) -> str:
+    """The outcome class of a case, from whether it succeeded and how many attempts the server saw."""
+    if ok:
+        return "succeeded" if tries <= 1 else "retried-and-succeeded"
+    return "failed-without-retry" if tries <= 1 else "failed-after-retries"

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+
+@pytest.fixture
+def conn_extra(vantax_emulator, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Re-point ``vantax_default`` at the emulator with connection extras (e.g. max_retries=0)."""
+
+    def apply(**extra: object) -> None:
+        conn = json.loads(vantax_emulator.connection_json())
+        conn["extra"] = extra
+        monkeypatch.setenv("AIRFLOW_CONN_VANTAX_DEFAULT", json.dumps(conn))
+
+    return apply

@@ -1,0 +1,364 @@
+"""The bulk send operator: thousands of personalised messages from one task, concurrently, never twice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+
+from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
+from vantax_provider.operators import _state
+from vantax_provider.operators._bulk_support import Bitmap, Checkpoint, Renderer, RenderError, fingerprint
+from vantax_provider.triggers._status import check_status_sets, status_set, to_seconds
+
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.context import Context
+
+    from vantax_provider.hooks._bulk import BulkItem, BulkProgress, SendOutcome
+    from vantax_provider.hooks.vantax import VantaxHook
+    from vantax_provider.models import Channel
+
+DEFAULT_MAX_CONCURRENCY = 32
+DEFAULT_POLL_INTERVAL = 5.0
+DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
+#: XCom key of the result when the task fails by the failure policy (``return_value`` is not pushed then).
+FAILED_RESULT_XCOM_KEY = "vantax_bulk_result"
+
+
+class VantaxBulkSendMessageOperator(BaseOperator):
+    """
+    Send one personalised Vantax message to each of many recipients, concurrently, from one task.
+
+    ``recipients`` is a list of dicts (usually an XComArg).  The message fields are literals or
+    Jinja templates rendered **once per recipient** by this operator, with ``recipient`` (the
+    recipient's dict) and the task context (``ds``, ``params``, ``ti``...), in a sandboxed
+    environment with ``StrictUndefined``: a missing key fails that recipient, naming the field
+    and the key, and nothing is sent to it.  These fields are deliberately *not*
+    ``template_fields``: Airflow does not render them before ``execute`` (it would have no
+    ``recipient`` and would render them only once), so ``"Hello {{ recipient.name }}"`` reaches
+    the operator intact.  Only ``recipients`` and ``vantax_conn_id`` are rendered by Airflow.
+
+    Each rendered message is validated before any request; invalid recipients are reported and
+    not sent.  Sends run through the async hook with at most ``max_concurrency`` in flight and an
+    optional ``rate_limit``; a 429 ``Retry-After`` pauses the whole batch.  Every recipient gets a
+    deterministic ``Idempotency-Key`` (task instance, position, conversation and body), so a retry
+    cannot create a message twice.  On Airflow >= 3.3 the positions already sent are checkpointed
+    in ``task_state_store`` (a compressed bitmap, a few KB for 10,000 recipients) every
+    ``checkpoint_interval`` seconds and at the end; a retry, even after the worker was killed,
+    skips them.  On Airflow 3.1/3.2 a retry sends again under the same keys and relies on Vantax
+    to deduplicate.  Do not put values that change between tries (``ti.try_number``, the current
+    time) into the message, or the keys change with them.
+
+    Returns (XCom ``return_value``) ``{"total", "sent", "failed", "invalid", "skipped_already_sent",
+    "outcomes": [...]}``; each outcome has ``index``, ``conversation_id``, ``outcome`` (``sent``,
+    ``failed``, ``invalid`` or ``skipped_already_sent``) and ``message_id`` + ``status`` or ``error``;
+    never a body.  About 100 bytes per recipient (1 MB for 10,000).  When the failure policy fails
+    the task, the same dict is pushed under the XCom key ``vantax_bulk_result``.
+
+    :param recipients: list of dicts, one per message. (templated)
+    :param conversation_id: conversation to post into; literal or per-recipient template.
+    :param channel: sms, whatsapp, facebook, instagram or email; literal or per-recipient template.
+    :param content: the text; literal or per-recipient template.
+    :param subject: email subject; literal or per-recipient template.
+    :param html: email rich body; literal or per-recipient template.
+    :param from_phone_number_id: sending number for sms/whatsapp (defaults to the connection's).
+    :param media_url: URLs to attach; a list whose items may be per-recipient templates.
+    :param vantax_conn_id: the Airflow connection. (templated)
+    :param max_concurrency: most requests in flight at once.
+    :param rate_limit: most messages started per second; None for no limit.
+    :param max_failure_ratio: None (default) fails the task when any recipient failed or was
+        invalid; a ratio in [0, 1] fails it only when (failed + invalid) / total exceeds it.
+    :param checkpoint_interval: seconds between two progress checkpoints (Airflow >= 3.3).
+    :param progress_interval: seconds between two progress log lines.
+    :param wait_for_delivery: after sending, wait until every sent message is final; messages
+        not delivered then count as failures for ``max_failure_ratio``.
+    :param deferrable: wait in the triggerer (``VantaxMessagesStatusTrigger``) instead of a worker
+        slot; defaults to ``[operators] default_deferrable``.  Non-deferrable waits run the same
+        trigger inside the worker.
+    :param poll_interval: seconds between two polling rounds while waiting.
+    :param delivery_timeout: how long to wait (seconds or timedelta); None waits without limit.
+    :param success_statuses: statuses that count as delivered, besides ``delivered``.
+    :param failure_statuses: statuses that count as failed, besides ``failed``.
+    """
+
+    template_fields: Sequence[str] = ("recipients", "vantax_conn_id")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"recipients": "json"}
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        recipients: Sequence[Mapping[str, Any]] | Any,
+        conversation_id: str,
+        channel: Channel | str,
+        content: str,
+        subject: str | None = None,
+        html: str | None = None,
+        from_phone_number_id: str | None = None,
+        media_url: list[str] | str | None = None,
+        vantax_conn_id: str = "vantax_default",
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        rate_limit: float | None = None,
+        max_failure_ratio: float | None = None,
+        checkpoint_interval: float = 1.0,
+        progress_interval: float = 10.0,
+        wait_for_delivery: bool = False,
+        deferrable: bool | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        delivery_timeout: float | timedelta | None = DEFAULT_DELIVERY_TIMEOUT,
+        success_statuses: Iterable[str] | str | None = None,
+        failure_statuses: Iterable[str] | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.recipients = recipients
+        self.message_fields: dict[str, Any] = {
+            "conversation_id": conversation_id, "channel": channel, "content": content, "subject": subject,
+            "html": html, "from_phone_number_id": from_phone_number_id, "media_url": media_url,
+        }  # fmt: skip
+        self.vantax_conn_id = vantax_conn_id
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}.")
+        if rate_limit is not None and rate_limit <= 0:
+            raise ValueError(f"rate_limit must be positive or None, got {rate_limit!r}.")
+        if max_failure_ratio is not None and not 0 <= max_failure_ratio <= 1:
+            raise ValueError(f"max_failure_ratio must be between 0 and 1, got {max_failure_ratio!r}.")
+        intervals = {
+            "checkpoint_interval": checkpoint_interval,
+            "progress_interval": progress_interval,
+            "poll_interval": poll_interval,
+        }
+        for name, value in intervals.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value!r}.")
+        self.max_concurrency = int(max_concurrency)
+        self.rate_limit = rate_limit
+        self.max_failure_ratio = max_failure_ratio
+        self.checkpoint_interval = float(checkpoint_interval)
+        self.progress_interval = float(progress_interval)
+        self.wait_for_delivery = wait_for_delivery
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = float(poll_interval)
+        self.delivery_timeout = to_seconds(delivery_timeout, "delivery_timeout")
+        self.success_statuses = sorted(status_set(success_statuses))
+        self.failure_statuses = sorted(status_set(failure_statuses))
+        check_status_sets(frozenset(self.success_statuses), frozenset(self.failure_statuses))
+
+    def _make_hook(self) -> VantaxHook:
+        from vantax_provider.hooks.vantax import VantaxHook
+
+        return VantaxHook(
+            self.vantax_conn_id, rate_limit=self.rate_limit, max_connections=max(100, self.max_concurrency)
+        )
+
+    # -- execution ------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        recipients = _recipient_list(self.recipients)
+        renderer = Renderer(self.message_fields, context)  # template syntax errors fail here, before sending
+        hook = self._make_hook()
+        _ = hook.settings  # read the connection now, outside the event loop, and fail early if unusable
+        checkpoint = Checkpoint(_state.state_store(context), len(recipients), fingerprint(recipients))
+        done = checkpoint.load()
+        if done.count:
+            self.log.info(
+                "%d of %d recipients were sent by an earlier try: skipping them.", done.count, len(recipients)
+            )
+        batch = _Batch(len(recipients), done, checkpoint, self)
+        items = self._items(recipients, renderer, hook, context, batch)
+
+        async def run() -> None:
+            try:
+                await hook.asend_many(
+                    items, max_concurrency=self.max_concurrency, on_outcome=batch.record, on_tick=batch.tick,
+                    tick_interval=min(self.checkpoint_interval, self.progress_interval),
+                )  # fmt: skip
+            finally:
+                await hook.aclose()
+
+        asyncio.run(run())
+        result = batch.result()
+        self._log_summary(result)
+        self._apply_policy(context, result, result["failed"] + result["invalid"])
+        if self.wait_for_delivery:
+            return self._wait(context, result)
+        return result
+
+    def _items(
+        self,
+        recipients: Sequence[Any],
+        renderer: Renderer,
+        hook: VantaxHook,
+        context: Context,
+        batch: _Batch,
+    ) -> Iterator[BulkItem]:
+        """Render, validate and key each recipient lazily, as the senders ask for the next one."""
+        from vantax_provider.exceptions import VantaxValidationError
+
+        for index, recipient in enumerate(recipients):
+            if batch.done[index]:
+                batch.skipped(index, renderer.conversation_id_or_none(recipient))
+                continue
+            try:
+                fields = renderer.render(recipient)
+                request = hook.build_request(**fields)
+            except RenderError as exc:
+                batch.invalid(index, exc.conversation_id, str(exc))
+                continue
+            except VantaxValidationError as exc:
+                batch.invalid(index, fields.get("conversation_id"), "; ".join(str(e) for e in exc.errors))
+                continue
+            key = _state.idempotency_key_for(
+                None,
+                context,
+                conversation_id=request.conversation_id,
+                body=request.to_body(),
+                recipient=index,
+            )
+            yield index, request, key
+
+    def _log_summary(self, result: dict[str, Any]) -> None:
+        self.log.info(
+            "Vantax bulk send finished: %d sent, %d failed, %d invalid, %d skipped (already sent) of %d.",
+            result["sent"], result["failed"], result["invalid"], result["skipped_already_sent"],
+            result["total"],
+        )  # fmt: skip
+
+    def _apply_policy(self, context: Context, result: dict[str, Any], failures: int) -> None:
+        total = result["total"]
+        if failures == 0 or total == 0:
+            return
+        ratio = failures / total
+        limit = self.max_failure_ratio
+        if limit is not None and ratio <= limit:
+            self.log.warning(
+                "%d of %d recipients failed (%.1f%%), within max_failure_ratio.", failures, total, 100 * ratio
+            )
+            return
+        context["ti"].xcom_push(key=FAILED_RESULT_XCOM_KEY, value=result)
+        examples = [f"#{o['index']}: {o['error']}" for o in result["outcomes"] if o.get("error")][:5]
+        allowed = "none allowed" if limit is None else f"max_failure_ratio={limit:g}"
+        raise AirflowException(
+            f"{failures} of {total} Vantax recipients failed ({100 * ratio:.1f}%, {allowed}); the full "
+            f"result is in XCom {FAILED_RESULT_XCOM_KEY!r}. First errors: " + " | ".join(examples)
+        )
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    def _trigger(self, result: dict[str, Any]) -> Any:
+        from vantax_provider.triggers.vantax import VantaxMessagesStatusTrigger
+
+        pairs = [[o["conversation_id"], o["message_id"]] for o in result["outcomes"] if o.get("message_id")]
+        end_time = None if self.delivery_timeout is None else time.time() + self.delivery_timeout
+        return VantaxMessagesStatusTrigger(
+            pairs, vantax_conn_id=self.vantax_conn_id, end_time=end_time, poll_interval=self.poll_interval,
+            success_statuses=self.success_statuses or None, failure_statuses=self.failure_statuses or None,
+            max_concurrency=self.max_concurrency,
+        )  # fmt: skip
+
+    def _wait(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        if not any(o.get("message_id") for o in result["outcomes"]):
+            return result
+        trigger = self._trigger(result)
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name="execute_complete", kwargs={"result": result})
+
+        async def first_event() -> dict[str, Any]:
+            async for event in trigger.run():
+                return dict(event.payload)
+            raise AirflowException("The Vantax delivery trigger ended without an event.")
+
+        return self.execute_complete(context, asyncio.run(first_event()), result=result)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, result: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Merge the delivery statuses into the result and apply the failure policy to them."""
+        if not isinstance(event, dict) or not isinstance(event.get("statuses"), dict) or result is None:
+            raise AirflowException(f"Unexpected event from the Vantax trigger: {str(event)[:500]}")
+        statuses: dict[str, Any] = event["statuses"]
+        for outcome in result["outcomes"]:
+            if outcome.get("message_id") in statuses:
+                outcome["delivery_status"] = statuses[outcome["message_id"]]
+        counts = dict(event.get("counts") or {})
+        result["delivery"] = {"status": event.get("status"), "counts": counts}
+        self.log.info("Vantax delivery: %s", event.get("message"))
+        undelivered = sum(int(counts.get(k, 0)) for k in ("failure", "unknown", "error", "pending"))
+        self._apply_policy(context, result, result["failed"] + result["invalid"] + undelivered)
+        return result
+
+
+class _Batch:
+    """Outcomes of one run, by position, and the counters behind the progress log and checkpoint."""
+
+    def __init__(
+        self, total: int, done: Bitmap, checkpoint: Checkpoint, op: VantaxBulkSendMessageOperator
+    ) -> None:
+        self.total, self.done, self.checkpoint = total, done, checkpoint
+        self.checkpoint_interval, self.progress_interval, self.log = (
+            op.checkpoint_interval,
+            op.progress_interval,
+            op.log,
+        )
+        self.outcomes: list[dict[str, Any] | None] = [None] * total
+        self.counts = {"sent": 0, "failed": 0, "invalid": 0, "skipped_already_sent": 0}
+        self._dirty = False
+        self._last_checkpoint = 0.0
+        self._last_log = time.monotonic()
+
+    def record(self, outcome: SendOutcome) -> None:
+        entry: dict[str, Any] = {"index": outcome.index, "conversation_id": outcome.conversation_id}
+        if outcome.ok:
+            entry.update(outcome="sent", message_id=outcome.message_id, status=outcome.status)
+            self.done.set(outcome.index)
+            self._dirty = True
+            self.counts["sent"] += 1
+        else:
+            entry.update(outcome="failed", error=outcome.error)
+            if outcome.maybe_sent:
+                entry["maybe_sent"] = True
+            self.counts["failed"] += 1
+        self.outcomes[outcome.index] = entry
+
+    def invalid(self, index: int, conversation_id: Any, reason: str) -> None:
+        cid = conversation_id if isinstance(conversation_id, str) else None
+        self.outcomes[index] = {"index": index, "conversation_id": cid, "outcome": "invalid", "error": reason}
+        self.counts["invalid"] += 1
+
+    def skipped(self, index: int, conversation_id: str | None) -> None:
+        entry = {"index": index, "conversation_id": conversation_id, "outcome": "skipped_already_sent"}
+        self.outcomes[index] = entry
+        self.counts["skipped_already_sent"] += 1
+
+    async def tick(self, progress: BulkProgress) -> None:
+        now = time.monotonic()
+        if self._dirty and (progress.finished or now - self._last_checkpoint >= self.checkpoint_interval):
+            self._dirty = False
+            self._last_checkpoint = now
+            # The state store call blocks on the supervisor: keep it off the event loop.
+            await asyncio.to_thread(self.checkpoint.save, self.done.snapshot())
+        if progress.finished or now - self._last_log >= self.progress_interval:
+            self._last_log = now
+            finished = sum(self.counts.values())
+            self.log.info(
+                "Vantax bulk send: %d sent, %d failed, %d invalid, %d skipped, %d remaining of %d (%.1f/s).",
+                self.counts["sent"], self.counts["failed"], self.counts["invalid"],
+                self.counts["skipped_already_sent"], self.total - finished, self.total, progress.rate,
+            )  # fmt: skip
+
+    def result(self) -> dict[str, Any]:
+        outcomes = [o for o in self.outcomes if o is not None]
+        return {"total": self.total, **self.counts, "outcomes": outcomes}
+
+
+def _recipient_list(value: Any) -> Sequence[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise AirflowFailException(
+            f"recipients must be a list of dicts, got {type(value).__name__}: pass a list or an XComArg "
+            "that returns one."
+        )
+    return value if isinstance(value, Sequence) else list(value)
