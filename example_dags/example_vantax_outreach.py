@@ -1,8 +1,10 @@
 """
 Data-triggered outreach: when the contacts asset is updated, send each contact a personalised message.
 
-The contacts live in ``data/contacts.csv`` beside this file.  Each message is built in Python and
-passed through XCom, so a name such as ``{{ x }}`` is sent literally, never rendered.
+The contacts live in ``data/contacts.csv`` beside this file.  One bulk task sends them all
+concurrently; the message fields are templates rendered per contact with ``recipient``, in a
+sandbox.  A value from the data, such as a first name written ``{{ x }}``, is inserted as text
+and never rendered itself.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Asset, task
 
-from vantax_provider.operators.vantax import VantaxSendMessageOperator
+from vantax_provider.operators.vantax import VantaxBulkSendMessageOperator
 
 CONTACTS = Path(__file__).parent / "data" / "contacts.csv"
 contacts_asset = Asset("vantax_example_contacts")
@@ -27,25 +29,22 @@ with DAG(
 ) as dag:
 
     @task
-    def personalise() -> list[dict[str, str]]:
+    def load_contacts() -> list[dict[str, str]]:
         import csv
 
         with CONTACTS.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        messages = []
-        for row in rows:
-            message = {
-                "conversation_id": row["conversation_id"],
-                "channel": row["channel"],
-                "content": f"Hi {row['first_name']}, your {row['plan']} plan renews next week.",
-            }
-            if row["channel"] in ("sms", "whatsapp"):
-                message["from_phone_number_id"] = row["from_phone_number_id"]
-            if row["channel"] == "email":
-                message["subject"] = f"Your {row['plan']} plan"
-            messages.append(message)
-        return messages
+            return list(csv.DictReader(handle))
 
-    # One mapped task instance per contact; the bulk operator does this in one task.
-    send = VantaxSendMessageOperator.partial(task_id="send", wait_for_delivery=True, poll_interval=0.5)
-    send.expand_kwargs(personalise())
+    VantaxBulkSendMessageOperator(
+        task_id="send",
+        recipients=load_contacts(),
+        conversation_id="{{ recipient.conversation_id }}",
+        channel="{{ recipient.channel }}",
+        content="Hi {{ recipient.first_name }}, your {{ recipient.plan }} plan renews next week.",
+        # Fields that render empty are left out, so each channel gets only what it takes.
+        subject="{% if recipient.channel == 'email' %}Your {{ recipient.plan }} plan{% endif %}",
+        from_phone_number_id="{{ recipient.from_phone_number_id }}",
+        max_concurrency=8,
+        wait_for_delivery=True,
+        poll_interval=0.5,
+    )

@@ -24,17 +24,17 @@ CONN_FIELDS: dict[str, Any] = {
     "max_retries": {
         "label": "Max retries",
         "schema": {"type": ["integer", "null"], "minimum": 0},
-        "description": "Optional. How often a failed request that is safe to repeat is retried (default 5).",
+        "description": "Optional. How often a request that is safe to repeat is retried (default 5).",
     },
     "default_from_phone_number_id": {
         "label": "Default sender number id",
         "schema": {"type": ["string", "null"]},
-        "description": "Optional. The phone number id that SMS and WhatsApp messages are sent from by default.",
+        "description": "Optional. The phone number id SMS and WhatsApp messages are sent from by default.",
     },
     "dashboard_url": {
         "label": "Dashboard URL",
         "schema": {"type": ["string", "null"]},
-        "description": "Optional. Link to a conversation in the Vantax dashboard; {conversation_id} is replaced.",
+        "description": "Optional. A conversation link in the dashboard; {conversation_id} is replaced.",
     },
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import pytest
 from vantax_dagtest import copy_examples, load_dag, load_module, task_states, xcom
 
 LOGICAL_DATE = datetime(2025, 3, 1, tzinfo=timezone.utc)
@@ -50,6 +51,7 @@ def _checkpoint_rows(dag_id: str) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in rows]
 
 
+@pytest.mark.airflow_3_3  # task_state_store
 def test_airflow_leaves_per_recipient_templates_to_the_operator(dag_env) -> None:  # type: ignore[no-untyped-def]
     emu = dag_env
     dag = _dag("vx_bulk_render", n=15, prefix="r")
@@ -68,6 +70,7 @@ def test_airflow_leaves_per_recipient_templates_to_the_operator(dag_env) -> None
     assert [key for key, _ in rows] == ["vantax_bulk_sent"] and len(rows[0][1]) < 200
 
 
+@pytest.mark.airflow_3_3  # task_state_store
 def test_airflow_retry_skips_recipients_sent_by_the_failed_try(dag_env) -> None:  # type: ignore[no-untyped-def]
     emu = dag_env
     # The API refuses one message once: try 1 sends 19 and fails by the default policy.

@@ -13,7 +13,10 @@ EXAMPLES = [
 
 
 def test_examples_parse_without_errors(airflow_db: Any) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.3
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
     bag = DagBag(dag_folder=str(REPO / "example_dags"))
     mine = {
@@ -52,9 +55,7 @@ def test_pipeline_alert(dag_env: Any, fail: bool) -> None:
 
 def test_outreach(dag_env: Any) -> None:
     dr = _dag("example_vantax_outreach").test()
-    states = task_states(dr)
-    assert states.pop("personalise") == ("success", 1)
-    assert states == {f"send[{i}]": ("success", 1) for i in range(4)}
+    assert task_states(dr) == {"load_contacts": ("success", 1), "send": ("success", 1)}
     sent = {m["conversation_id"]: m for m in dag_env.messages()}
     assert len(sent) == 4 and {m["status"] for m in sent.values()} == {"delivered"}
     assert (
@@ -62,3 +63,8 @@ def test_outreach(dag_env: Any) -> None:
         == "Hi {{ not a template }}, your Free plan renews next week."
     )
     assert sent["conv_grace_hopper"]["body"]["subject"] == "Your Team plan"
+    assert sent["conv_ada_lovelace"]["body"] == {
+        "channel": "sms",
+        "content": "Hi Ada, your Pro plan renews next week.",
+        "from_phone_number_id": "pn_demo_sender",
+    }

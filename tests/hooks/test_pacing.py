@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -28,7 +29,7 @@ def starts(pacer: AsyncPacer, n: int, pause_after: int | None = None, pause: flo
 
 def test_rate_limit_spaces_starts() -> None:
     t = starts(AsyncPacer(rate_limit=50), 11)
-    gaps = [b - a for a, b in zip(t, t[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(t)]
     assert min(gaps) >= 0.018  # 1/50 s, less timer slack
     assert t[-1] >= 0.19
 

@@ -24,8 +24,8 @@ def errors_of(**fields: object) -> dict[str, str]:
 
 
 def test_status_sets_partition_the_known_statuses() -> None:
-    assert TERMINAL_STATUSES == {MessageStatus.DELIVERED, MessageStatus.FAILED}
-    assert NON_TERMINAL_STATUSES == {MessageStatus.QUEUED, MessageStatus.SENT}
+    assert {MessageStatus.DELIVERED, MessageStatus.FAILED} == TERMINAL_STATUSES
+    assert {MessageStatus.QUEUED, MessageStatus.SENT} == NON_TERMINAL_STATUSES
     assert set(MessageStatus) == TERMINAL_STATUSES | NON_TERMINAL_STATUSES
     assert MessageStatus.is_terminal("delivered") and not MessageStatus.is_terminal("read")
 

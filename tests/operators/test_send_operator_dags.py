@@ -134,6 +134,7 @@ with DAG("op_422", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
     assert [r["status"] for r in posts(dag_env)] == [422]
 
 
+@pytest.mark.airflow_3_3
 def test_a_retried_task_instance_does_not_send_again(dag_env: Any) -> None:
     """Airflow 3.3: the first try sends, then fails while waiting; the retry only waits."""
     dag = load_dag(

@@ -188,7 +188,10 @@ def test_link_is_empty_without_dashboard_url_and_filled_with_it(
 
 
 def test_deferrable_wait_defers_to_the_trigger_with_ids_only(vantax_conn: str, vantax_emulator: Any) -> None:
-    from airflow.sdk.exceptions import TaskDeferred
+    try:
+        from airflow.sdk.exceptions import TaskDeferred
+    except ImportError:  # Airflow < 3.3
+        from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined]
 
     from vantax_provider.triggers.vantax import VantaxMessageStatusTrigger
 

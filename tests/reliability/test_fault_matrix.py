@@ -305,7 +305,10 @@ def test_sensor_deferrable(
     vantax_emulator: Emulator, fast_conn: Callable[..., str],
     name: str, lasting: bool, klass: str, created: int, pattern: str | None, retry: bool,
 ) -> None:  # fmt: skip
-    from airflow.sdk.exceptions import TaskDeferred
+    try:
+        from airflow.sdk.exceptions import TaskDeferred
+    except ImportError:  # Airflow < 3.3
+        from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined]
 
     from vantax_provider.sensors.vantax import VantaxMessageStatusSensor
 

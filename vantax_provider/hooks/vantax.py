@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,6 +33,7 @@ from vantax_provider.hooks._wire import (
 from vantax_provider.models import PHONE_CHANNELS, Channel, Message, SendMessageRequest, build_send_request
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Iterable
 
     import httpx
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
 
     from vantax_provider.hooks._bulk import BulkItem, BulkProgress
 
+
+#: Connections per async pool (see ``get_async_conn``).
+ASYNC_POOL_SIZE = 8
 
 __all__ = ["VantaxHook", "VantaxSettings", "normalise_base_url", "path_segment"]
 
@@ -57,7 +62,7 @@ class VantaxHook(BaseHook):
     :param timeout: read timeout in seconds; overrides the connection's ``timeout`` extra.
     :param max_retries: overrides the connection's ``max_retries`` extra.
     :param rate_limit: most async requests started per second by this hook; None for no limit.
-    :param max_connections: size of the connection pool.
+    :param max_connections: most connections the hook keeps open (sync; async in total).
     """
 
     conn_name_attr = "vantax_conn_id"
@@ -82,8 +87,10 @@ class VantaxHook(BaseHook):
         self.pacer = AsyncPacer(rate_limit)
         self._settings: VantaxSettings | None = None
         self._client: httpx.Client | None = None
-        self._aclient: httpx.AsyncClient | None = None
+        self._aclients: list[httpx.AsyncClient] = []
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
+        self._turn = itertools.count()
+        self._ssl_context: ssl.SSLContext | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vantax_conn_id={self.vantax_conn_id!r})"
@@ -111,7 +118,7 @@ class VantaxHook(BaseHook):
             self._settings = self._apply_overrides(settings_from_connection(conn))
         return self._settings
 
-    def _client_kwargs(self, settings: VantaxSettings) -> dict[str, Any]:
+    def _client_kwargs(self, settings: VantaxSettings, max_connections: int) -> dict[str, Any]:
         import logging
 
         import httpx
@@ -130,7 +137,7 @@ class VantaxHook(BaseHook):
                 "Accept": "application/json",
             },
             "limits": httpx.Limits(
-                max_connections=self._max_connections, max_keepalive_connections=self._max_connections
+                max_connections=max_connections, max_keepalive_connections=max_connections
             ),
             "follow_redirects": False,
         }
@@ -140,19 +147,33 @@ class VantaxHook(BaseHook):
         import httpx
 
         if self._client is None:
-            self._client = httpx.Client(**self._client_kwargs(self.settings))
+            self._client = httpx.Client(**self._client_kwargs(self.settings, self._max_connections))
         return self._client
 
     async def get_async_conn(self) -> httpx.AsyncClient:
-        """The pooled async client of the running event loop, created on first use."""
+        """
+        An async client of the running event loop, created on first use.
+
+        The hook's connections are spread over several small pools, taken in turn: one httpx
+        async pool slows down sharply with many concurrent connections (encode/httpx#3215).
+        """
         import httpx
 
         loop = asyncio.get_running_loop()
-        if self._aclient is None or self._aclient_loop is not loop:
+        if self._aclient_loop is not loop:
             # A client is bound to the loop it first ran on; asyncio.run() makes a new loop.
-            self._aclient = httpx.AsyncClient(**self._client_kwargs(await self.aget_settings()))
-            self._aclient_loop = loop
-        return self._aclient
+            self._aclients, self._aclient_loop = [], loop
+        shards = -(-self._max_connections // ASYNC_POOL_SIZE)
+        turn = next(self._turn) % shards
+        if turn >= len(self._aclients):
+            settings = await self.aget_settings()
+            size = min(ASYNC_POOL_SIZE, self._max_connections - ASYNC_POOL_SIZE * len(self._aclients))
+            if self._ssl_context is None:  # one TLS context for all pools: each costs milliseconds
+                self._ssl_context = httpx.create_ssl_context()
+            client = httpx.AsyncClient(**self._client_kwargs(settings, size), verify=self._ssl_context)
+            self._aclients.append(client)
+            return client
+        return self._aclients[turn]
 
     def close(self) -> None:
         if self._client is not None:
@@ -160,10 +181,9 @@ class VantaxHook(BaseHook):
             self._client = None
 
     async def aclose(self) -> None:
-        if self._aclient is not None:
-            await self._aclient.aclose()
-            self._aclient = None
-            self._aclient_loop = None
+        clients, self._aclients, self._aclient_loop = self._aclients, [], None
+        for client in clients:
+            await client.aclose()
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -289,11 +309,11 @@ class VantaxHook(BaseHook):
             time.sleep(attempt.wait_or_raise(outcome))
 
     async def _acall(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        client = await self.get_async_conn()
         settings = await self.aget_settings()
         attempt = Attempts(self.log, settings.retry, method, path, idempotent=has_idempotency_key(kwargs))
         while True:
             await self.pacer.acquire()
+            client = await self.get_async_conn()
             try:
                 outcome = read_answer(await client.request(method, path, **kwargs), method, path, settings)
             except transport_errors() as exc:
