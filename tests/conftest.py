@@ -6,11 +6,12 @@ example DAGs, and nothing from the user's own Airflow set-up.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,24 @@ def vantax_conn(vantax_emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     for name, value in vantax_emulator.airflow_env(conn_id="vantax_default").items():
         monkeypatch.setenv(name, value)
     yield "vantax_default"
+
+
+@pytest.fixture
+def dag_env(airflow_db: Path, vantax_conn: str, vantax_emulator):  # type: ignore[no-untyped-def]
+    """A migrated DB and ``vantax_default`` pointing at a freshly reset emulator; returns the emulator."""
+    return vantax_emulator
+
+
+@pytest.fixture
+def conn_extra(vantax_emulator, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:  # type: ignore[no-untyped-def]
+    """Re-point ``vantax_default`` at the emulator with connection extras (e.g. max_retries=0)."""
+
+    def apply(**extra: object) -> None:
+        conn = json.loads(vantax_emulator.connection_json())
+        conn["extra"] = extra
+        monkeypatch.setenv("AIRFLOW_CONN_VANTAX_DEFAULT", json.dumps(conn))
+
+    return apply
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -58,9 +58,3 @@ def context() -> Callable[..., dict[str, Any]]:
 def emu(vantax_conn, vantax_emulator):  # type: ignore[no-untyped-def]
     """The reset emulator with ``vantax_default`` pointing at it."""
     return vantax_emulator
-
-
-@pytest.fixture
-def dag_env(airflow_db, vantax_conn, vantax_emulator):  # type: ignore[no-untyped-def]
-    """A migrated DB and ``vantax_default`` pointing at a freshly reset emulator; returns the emulator."""
-    return vantax_emulator

@@ -17,6 +17,7 @@ from vantax_provider.triggers._status import (
     Outcome,
     check_status_sets,
     classify,
+    event_status,
     status_set,
     to_seconds,
     unknown_status_message,
@@ -223,13 +224,7 @@ class VantaxSendMessageOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: succeed on delivery, fail with the trigger's reason otherwise."""
-        if (
-            not isinstance(event, dict)
-            or not isinstance(event.get("status"), str)
-            or not event.get("message_id")
-        ):
-            raise AirflowException(f"Unexpected event from the Vantax trigger: {event!r}")
-        status, text = event["status"], str(event.get("message", ""))
+        event, status, text = event_status(event)
         if status == "success":
             conversation_id = str(event.get("conversation_id") or self.conversation_id)
             message = self.hook.get_message(conversation_id, str(event["message_id"]))

@@ -20,6 +20,7 @@ from vantax_provider.triggers._status import (
     Outcome,
     check_status_sets,
     classify,
+    event_status,
     status_set,
     unknown_status_message,
 )
@@ -120,13 +121,7 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the message's summary on delivery, a failure otherwise."""
-        if (
-            not isinstance(event, dict)
-            or not isinstance(event.get("status"), str)
-            or not event.get("message_id")
-        ):
-            raise AirflowException(f"Unexpected event from the Vantax trigger: {event!r}")
-        status, text = event["status"], str(event.get("message", ""))
+        event, status, text = event_status(event)
         if status == "success":
             self.log.info("%s", text)
             return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from enum import Enum
+from typing import Any
 
 from vantax_provider import contract
 from vantax_provider.exceptions import (
@@ -80,6 +81,15 @@ def classify(
     if value in contract.NON_TERMINAL_STATUSES:
         return Outcome.PENDING
     return Outcome.UNKNOWN
+
+
+def event_status(event: object) -> tuple[dict[str, Any], str, str]:
+    """The event, its ``status`` and ``message``, for a one-message trigger; a malformed one raises."""
+    if not isinstance(event, dict) or not isinstance(event.get("status"), str) or not event.get("message_id"):
+        from vantax_provider._compat import AirflowException
+
+        raise AirflowException(f"Unexpected event from the Vantax trigger: {str(event)[:500]}")
+    return event, event["status"], str(event.get("message", ""))
 
 
 def unknown_status_message(status: str, message_id: str) -> str:
