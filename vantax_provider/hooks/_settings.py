@@ -99,8 +99,19 @@ def settings_from_connection(conn: Connection) -> VantaxSettings:
 
 
 def mask_api_key(secret: str) -> None:
+    """Register the key with Airflow's secrets masker, so no log line can show it."""
     try:
         from airflow.sdk.log import mask_secret
     except ImportError:  # pragma: no cover - older task SDKs
         return
     mask_secret(secret)
+
+
+async def amask_api_key(secret: str) -> None:
+    """Async twin: on an event loop, a sync call to the supervisor could deadlock."""
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:  # Airflow < 3.2
+        mask_api_key(secret)
+        return
+    await amask_secret(secret)

@@ -16,6 +16,7 @@ from vantax_provider.exceptions import VantaxError, VantaxRateLimitError
 from vantax_provider.hooks._pacing import AsyncPacer
 from vantax_provider.hooks._settings import (
     VantaxSettings,
+    amask_api_key,
     mask_api_key,
     normalise_base_url,
     settings_from_connection,
@@ -102,20 +103,23 @@ class VantaxHook(BaseHook):
             settings = replace(settings, timeout=self._timeout)
         if self._max_retries is not None:
             settings = replace(settings, retry=replace(settings.retry, max_retries=self._max_retries))
-        mask_api_key(settings.api_key)
         return settings
 
     @property
     def settings(self) -> VantaxSettings:
         if self._settings is None:
             conn = self.get_connection(self.vantax_conn_id)
-            self._settings = self._apply_overrides(settings_from_connection(conn))
+            settings = self._apply_overrides(settings_from_connection(conn))
+            mask_api_key(settings.api_key)
+            self._settings = settings
         return self._settings
 
     async def aget_settings(self) -> VantaxSettings:
         if self._settings is None:
             conn = await _get_connection_async(self)
-            self._settings = self._apply_overrides(settings_from_connection(conn))
+            settings = self._apply_overrides(settings_from_connection(conn))
+            await amask_api_key(settings.api_key)
+            self._settings = settings
         return self._settings
 
     def _client_kwargs(self, settings: VantaxSettings, max_connections: int) -> dict[str, Any]:
