@@ -1,0 +1,70 @@
+"""``wait_for_delivery`` of the bulk operator: in the worker, and deferred to the many-message trigger."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from vantax_provider._compat import AirflowException
+from vantax_provider.operators._bulk import FAILED_RESULT_XCOM_KEY, VantaxBulkSendMessageOperator
+
+RECIPIENTS = [{"cid": "conv_w1"}, {"cid": "conv_fail_w2"}, {"cid": "conv_w3"}]
+
+
+def _op(**kwargs: Any) -> VantaxBulkSendMessageOperator:
+    return VantaxBulkSendMessageOperator(
+        task_id="bulk", recipients=RECIPIENTS, conversation_id="{{ recipient.cid }}",
+        channel="instagram", content="hello", wait_for_delivery=True, poll_interval=0.1,
+        delivery_timeout=10, **kwargs,
+    )  # fmt: skip
+
+
+def _delivery_by_conversation(result: dict[str, Any]) -> dict[str, str]:
+    return {o["conversation_id"]: o["delivery_status"] for o in result["outcomes"]}
+
+
+def test_in_worker_wait_counts_undelivered_messages_as_failures(emu, context) -> None:  # type: ignore[no-untyped-def]
+    ctx = context()
+    with pytest.raises(AirflowException, match="1 of 3"):
+        _op(deferrable=False).execute(ctx)
+    result = ctx["ti"].xcoms[FAILED_RESULT_XCOM_KEY]
+    assert result["sent"] == 3
+    assert _delivery_by_conversation(result) == {
+        "conv_w1": "delivered", "conv_fail_w2": "failed", "conv_w3": "delivered",
+    }  # fmt: skip
+    assert result["delivery"]["counts"]["failure"] == 1
+    assert emu.stats()["created"] == 3
+
+
+def test_in_worker_wait_within_the_failure_ratio_succeeds(emu, context) -> None:  # type: ignore[no-untyped-def]
+    result = _op(deferrable=False, max_failure_ratio=0.5).execute(context())
+    assert result["delivery"]["counts"]["success"] == 2
+    assert _delivery_by_conversation(result)["conv_fail_w2"] == "failed"
+
+
+def test_deferred_wait_resumes_with_the_triggers_statuses(emu, context) -> None:  # type: ignore[no-untyped-def]
+    try:
+        from airflow.sdk.exceptions import TaskDeferred
+    except ImportError:  # Airflow < 3.3
+        from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined]
+
+    operator = _op(deferrable=True, max_failure_ratio=0.5)
+    ctx = context()
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(ctx)
+    trigger, kwargs = deferred.value.trigger, deferred.value.kwargs or {}
+    assert "vx_test" not in str(trigger.serialize())  # only ids and the conn id travel
+
+    async def first_event() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    event = asyncio.run(first_event())
+    result = operator.execute_complete(ctx, event=event, **kwargs)
+    assert _delivery_by_conversation(result) == {
+        "conv_w1": "delivered", "conv_fail_w2": "failed", "conv_w3": "delivered",
+    }  # fmt: skip
+    assert emu.stats()["created"] == 3
