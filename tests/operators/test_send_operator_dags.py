@@ -161,7 +161,7 @@ WAIT_DAG = (
 with DAG("{dag_id}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
     VantaxSendMessageOperator(task_id="send", conversation_id="{conv}", channel="facebook", content="wait",
                               wait_for_delivery=True, deferrable={deferrable}, poll_interval=0.05,
-                              delivery_timeout=0.5, retries=0)
+                              delivery_timeout=3, retries=0)
 """
 )
 
@@ -177,6 +177,8 @@ with DAG("{dag_id}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
     ids=["delivered", "failed", "timeout"],
 )
 def test_wait_for_delivery(dag_env: Any, deferrable: bool, conv: str, state: str, final: str) -> None:
+    # Slow enough that the wait has to poll more than once, also where dag.test() is slow (3.1).
+    dag_env.configure(queued_seconds=0.5, sent_seconds=0.5)
     dag_id = f"op_wait_{conv}_{int(deferrable)}"
     dag = load_dag(dag_id, WAIT_DAG.format(dag_id=dag_id, conv=conv, deferrable=deferrable))
     dr = dag.test()
