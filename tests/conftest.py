@@ -27,7 +27,6 @@ os.environ.pop("AIRFLOW_CONN_VANTAX_DEFAULT", None)
 pytest_plugins = ["vantax_provider.emulator.pytest_plugin"]
 
 REPO = Path(__file__).resolve().parents[1]
-TEST_API_KEY = "vx_test_emulator"
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -18,8 +19,6 @@ import pytest
 
 from vantax_provider.emulator.testing import Emulator, EmulatorError, running_emulator
 
-KEY = "vx_test_emulator"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 SMS = {"channel": "sms", "content": "Hello", "from_phone_number_id": "pn_1"}
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -30,9 +29,13 @@ def emu(vantax_emulator: Emulator) -> Emulator:
     return vantax_emulator
 
 
+def auth(emu: Emulator) -> dict[str, str]:
+    return {"Authorization": f"Bearer {emu.api_key}"}
+
+
 @pytest.fixture
 def client(emu: Emulator) -> Any:
-    with httpx.Client(base_url=emu.url, headers=AUTH, timeout=5.0) as c:
+    with httpx.Client(base_url=emu.url, headers=auth(emu), timeout=5.0) as c:
         yield c
 
 
@@ -62,7 +65,7 @@ def test_health_and_airflow_connection(emu: Emulator) -> None:
     assert emu.health()["ok"] is True
     assert emu.url.startswith("http://127.0.0.1:")
     conn = json.loads(emu.connection_json())
-    assert conn == {"conn_type": "vantax", "host": emu.url, "password": KEY}
+    assert conn == {"conn_type": "vantax", "host": emu.url, "password": emu.api_key}
     assert emu.airflow_env() == {"AIRFLOW_CONN_VANTAX_DEFAULT": emu.connection_json()}
     assert list(emu.airflow_env("my_vx")) == ["AIRFLOW_CONN_MY_VX"]
 
@@ -148,11 +151,12 @@ def test_routing_errors(emu: Emulator, client: httpx.Client, method: str, path: 
     [
         ({}, "Missing API key"),
         ({"Authorization": "Bearer vx_test_wrong_key"}, "Invalid API key"),
-        ({"Authorization": f"Basic {KEY}"}, "Invalid API key"),
-        ({"Authorization": KEY}, "Invalid API key"),
+        ({"Authorization": "Basic {key}"}, "Invalid API key"),
+        ({"Authorization": "{key}"}, "Invalid API key"),
     ],
 )
 def test_auth_failures(emu: Emulator, headers: dict[str, str], message: str) -> None:
+    headers = {name: value.format(key=emu.api_key) for name, value in headers.items()}
     with httpx.Client(base_url=emu.url, headers=headers) as anonymous:
         r = anonymous.post(create_path(), json=SMS)
         assert anonymous.get(f"{create_path()}/msg_1").status_code == 401
@@ -166,7 +170,7 @@ def test_request_log_never_holds_the_key(emu: Emulator, client: httpx.Client) ->
     client.post(create_path(), json=SMS, headers={"Authorization": "Bearer vx_test_wrong_key"})
     log = emu.requests()
     dumped = json.dumps(log) + json.dumps(emu.messages()) + json.dumps(emu.stats())
-    assert KEY not in dumped and "vx_test_wrong_key" not in dumped and "Bearer" not in dumped
+    assert emu.api_key not in dumped and "vx_test_wrong_key" not in dumped and "Bearer" not in dumped
     assert [e["authorization_ok"] for e in log] == [True, False]
     first = log[0]
     assert first["method"] == "POST" and first["path"] == "/v1/conversations/conv_1/messages"
@@ -432,7 +436,7 @@ def test_drop_gives_a_transport_error(emu: Emulator, client: httpx.Client, when:
 @pytest.mark.parametrize(("when", "created_during"), [("before", 0), ("after", 1)])
 def test_stall_times_out_a_short_read_timeout(emu: Emulator, when: str, created_during: int) -> None:
     emu.inject("stall", stall_seconds=0.6, when=when)
-    with httpx.Client(base_url=emu.url, headers=AUTH, timeout=httpx.Timeout(5.0, read=0.2)) as impatient:
+    with httpx.Client(base_url=emu.url, headers=auth(emu), timeout=httpx.Timeout(5.0, read=0.2)) as impatient:
         started = time.monotonic()
         with pytest.raises(httpx.ReadTimeout):
             send(impatient)
@@ -493,7 +497,7 @@ def test_latency_applies_and_overlaps(emu: Emulator) -> None:
     emu.configure(latency_ms=300)
 
     async def burst() -> list[int]:
-        async with httpx.AsyncClient(base_url=emu.url, headers=AUTH) as c:
+        async with httpx.AsyncClient(base_url=emu.url, headers=auth(emu)) as c:
             responses = await asyncio.gather(*(c.post(create_path(), json=SMS) for _ in range(10)))
         return [r.status_code for r in responses]
 
@@ -532,7 +536,7 @@ def test_sustains_over_1000_requests_per_second(emu: Emulator) -> None:
     body = json.dumps(SMS).encode()
     request = (
         b"POST /v1/conversations/conv_1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-        + KEY.encode()
+        + emu.api_key.encode()
         + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
         + body
     )
@@ -565,19 +569,26 @@ def test_process_exits_cleanly_on_sigterm() -> None:
     with running_emulator(api_key="vx_test_other") as other:
         assert other.api_key == "vx_test_other"
         with httpx.Client(base_url=other.url) as c:
-            assert c.post(create_path(), json=SMS, headers=AUTH).status_code == 401
+            wrong = {"Authorization": "Bearer vx_test_wrong_key"}
+            assert c.post(create_path(), json=SMS, headers=wrong).status_code == 401
         process = other.process
     assert process is not None and process.returncode == 0
 
 
-def test_console_entry_point_prints_url_and_stops_on_sigint() -> None:
+def test_console_entry_point_prints_key_and_url_and_stops_on_sigint() -> None:
     command = [sys.executable, "-m", "vantax_provider.emulator", "--port", "0", "--latency-ms", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "VANTAX_EMULATOR_API_KEY"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
+        key_line = process.stdout.readline() if process.stdout else ""
+        assert re.fullmatch(r"VANTAX_EMULATOR_API_KEY=vx_test_[0-9a-f]{32}\n", key_line)
         line = process.stdout.readline() if process.stdout else ""
         assert re.fullmatch(r"VANTAX_EMULATOR_URL=http://127\.0\.0\.1:\d+\n", line)
         url = line.strip().split("=", 1)[1]
         assert httpx.get(url + "/_emulator/config").json()["latency_ms"] == 1
+        key = key_line.strip().split("=", 1)[1]
+        created = httpx.post(url + create_path(), json=SMS, headers={"Authorization": f"Bearer {key}"})
+        assert created.status_code == 201
     finally:
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=10)
@@ -595,7 +606,7 @@ def test_start_failure_reports_stderr() -> None:
 
 def test_handles_concurrent_clients(emu: Emulator) -> None:
     def worker(i: int) -> int:
-        with httpx.Client(base_url=emu.url, headers=AUTH) as c:
+        with httpx.Client(base_url=emu.url, headers=auth(emu)) as c:
             return sum(send(c, headers={"Idempotency-Key": f"k{i % 5}-{j}"}).status_code for j in range(10))
 
     with ThreadPoolExecutor(8) as pool:

@@ -10,4 +10,14 @@ rather than shared.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import secrets
+
+#: Where the emulator reads its API key from when ``--api-key`` is not given (kept out of argv).
+API_KEY_ENV = "VANTAX_EMULATOR_API_KEY"
+
+__all__ = ["API_KEY_ENV", "new_api_key"]
+
+
+def new_api_key() -> str:
+    """A fresh random test key, so no fixed key ships in the package."""
+    return "vx_test_" + secrets.token_hex(16)

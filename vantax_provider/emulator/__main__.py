@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -17,10 +18,10 @@ from types import FrameType
 
 import uvicorn
 
+from vantax_provider.emulator import API_KEY_ENV, new_api_key
 from vantax_provider.emulator.app import EmulatorApp
 from vantax_provider.emulator.state import Settings, Store
 
-DEFAULT_API_KEY = "vx_test_emulator"
 DEFAULT_PORT = 8040
 URL_PREFIX = "VANTAX_EMULATOR_URL="
 
@@ -38,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default 8040)"
     )
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the accepted bearer token")
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"the accepted bearer token (default: ${API_KEY_ENV}, else a random key, printed at start)",
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every API request")
     parser.add_argument("--queued-seconds", type=float, default=0.05, help="time a message stays queued")
     parser.add_argument("--sent-seconds", type=float, default=0.1, help="time it then stays sent")
@@ -74,7 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(
         latency_ms=args.latency_ms, queued_seconds=args.queued_seconds, sent_seconds=args.sent_seconds
     )
-    app = EmulatorApp(Store(args.api_key, settings))
+    api_key = args.api_key or os.environ.get(API_KEY_ENV)
+    if not api_key:
+        api_key = new_api_key()
+        print(f"{API_KEY_ENV}={api_key}", flush=True)  # a throw-away local key: the user needs to see it
+    app = EmulatorApp(Store(api_key, settings))
 
     # Bind ourselves so that port 0 works and the real port is known before announcing it.
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET

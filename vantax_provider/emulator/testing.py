@@ -26,7 +26,8 @@ from typing import IO, Any
 
 import httpx
 
-DEFAULT_API_KEY = "vx_test_emulator"
+from vantax_provider.emulator import API_KEY_ENV, new_api_key
+
 URL_PREFIX = "VANTAX_EMULATOR_URL="
 _UNSET: Any = object()
 
@@ -188,7 +189,7 @@ def _stop(process: subprocess.Popen[bytes], grace: float) -> None:
 @contextlib.contextmanager
 def running_emulator(
     *,
-    api_key: str = DEFAULT_API_KEY,
+    api_key: str | None = None,
     latency_ms: float = 0,
     queued_seconds: float = 0.05,
     sent_seconds: float = 0.1,
@@ -198,15 +199,21 @@ def running_emulator(
     stop_grace: float = 5.0,
     log_level: str = "warning",
 ) -> Iterator[Emulator]:
-    """Start the emulator in a subprocess, yield a handle, and stop it (SIGTERM, then kill) on exit."""
+    """
+    Start the emulator in a subprocess, yield a handle, and stop it (SIGTERM, then kill) on exit.
+
+    ``api_key`` None makes a random test key (``emu.api_key``); the child gets it by environment.
+    """
     command = [
         sys.executable, "-m", "vantax_provider.emulator",
-        "--host", host, "--port", str(port), "--api-key", api_key,
+        "--host", host, "--port", str(port),
         "--latency-ms", str(latency_ms), "--queued-seconds", str(queued_seconds),
         "--sent-seconds", str(sent_seconds), "--log-level", log_level,
     ]  # fmt: skip
     with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=_child_env())
+        api_key = api_key or new_api_key()
+        env = {**_child_env(), API_KEY_ENV: api_key}  # by environment: argv is visible to other users
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=env)
         assert process.stdout is not None
         found: queue.Queue[str] = queue.Queue()
         threading.Thread(target=_read_url, args=(process.stdout, found), daemon=True).start()
