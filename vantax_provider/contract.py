@@ -7,7 +7,7 @@ correction from the vendor is a one-line change.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 #: The documented production base URL.
 DEFAULT_BASE_URL: Final = "https://api.vantaxai.com"
@@ -43,3 +43,14 @@ NEVER_RETRY: Final = frozenset({400, 401, 403, 404, 409, 413, 415, 422})
 POST_NOT_CREATED: Final = frozenset({429, 503})
 #: A POST answered with one of these may have created it: repeat only under an idempotency key.
 POST_MAYBE_CREATED: Final = frozenset({500, 502, 504})
+
+#: The fields of one message, as operators and the notifier take them (the path id first).
+MESSAGE_FIELDS: Final = (
+    "conversation_id", "channel", "content", "subject", "html", "from_phone_number_id", "media_url",
+)  # fmt: skip
+_OPTIONAL_FIELDS = frozenset({"subject", "html", "from_phone_number_id", "media_url"})
+
+
+def omit_blank(fields: dict[str, Any]) -> dict[str, Any]:
+    """Optional fields whose template rendered empty (e.g. ``"{{ params.x or '' }}"``) count as not given."""
+    return {k: None if v == "" and k in _OPTIONAL_FIELDS else v for k, v in fields.items()}

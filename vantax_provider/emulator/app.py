@@ -79,6 +79,23 @@ def _parse_json(body: bytes) -> Any:
         return _INVALID
 
 
+#: What :func:`_apply_fault` returns when the request goes on as usual (None means "drop").
+_NO_FAULT: Any = object()
+
+
+async def _apply_fault(rule: FaultRule | None, req: _Request) -> Reply | None:
+    """The fault's answer (None drops the connection), or ``_NO_FAULT`` after a stall or no rule."""
+    if rule is None:
+        return _NO_FAULT  # type: ignore[no-any-return]
+    req.entry["fault"] = rule.id
+    if rule.kind == "drop":
+        return None
+    if rule.kind != "stall":
+        return _fault_reply(rule)
+    await asyncio.sleep(rule.stall_seconds)
+    return _NO_FAULT  # type: ignore[no-any-return]
+
+
 def _fault_reply(rule: FaultRule) -> Reply:
     headers = [] if rule.retry_after is None else [(b"retry-after", rule.retry_after.encode("latin-1"))]
     if rule.kind == "malformed":
@@ -202,14 +219,9 @@ class EmulatorApp:
                 if b"null" in req.body and req.parsed is not _INVALID:
                     req.entry["had_nulls"] = rules.contains_null(req.parsed)
         conversation_id = str(req.conversation_id)
-        rule = store.pick_fault("before", req.method, conversation_id)
-        if rule is not None:
-            req.entry["fault"] = rule.id
-            if rule.kind == "drop":
-                return None
-            if rule.kind != "stall":
-                return _fault_reply(rule)
-            await asyncio.sleep(rule.stall_seconds)
+        fault = await _apply_fault(store.pick_fault("before", req.method, conversation_id), req)
+        if fault is not _NO_FAULT:
+            return fault
 
         if not req.entry["authorization_ok"]:
             message = "Invalid API key" if b"authorization" in req.headers else "Missing API key"
@@ -217,14 +229,9 @@ class EmulatorApp:
         reply = self._create(req, too_large) if req.kind == "create" else self._get(req)
 
         if 200 <= reply.status < 300:
-            rule = store.pick_fault("after", req.method, conversation_id)
-            if rule is not None:
-                req.entry["fault"] = rule.id
-                if rule.kind == "drop":
-                    return None
-                if rule.kind != "stall":
-                    return _fault_reply(rule)
-                await asyncio.sleep(rule.stall_seconds)
+            fault = await _apply_fault(store.pick_fault("after", req.method, conversation_id), req)
+            if fault is not _NO_FAULT:
+                return fault
         return reply
 
     def _get(self, req: _Request) -> Reply:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
+from vantax_provider.contract import MESSAGE_FIELDS, omit_blank
 from vantax_provider.idempotency import derive_idempotency_key
 
 if TYPE_CHECKING:
@@ -38,10 +39,7 @@ class VantaxNotifier(BaseNotifier):
         sends no key; a string is sent as given. (templated)
     """
 
-    template_fields: Sequence[str] = (
-        "conversation_id", "channel", "content", "subject", "html", "from_phone_number_id", "media_url",
-        "idempotency_key", "vantax_conn_id",
-    )  # fmt: skip
+    template_fields: Sequence[str] = (*MESSAGE_FIELDS, "idempotency_key", "vantax_conn_id")
     template_ext: Sequence[str] = (".txt", ".html", ".j2")
 
     def __init__(
@@ -82,18 +80,13 @@ class VantaxNotifier(BaseNotifier):
         return VantaxHook(self.vantax_conn_id)
 
     def _fields(self) -> dict[str, Any]:
-        fields = {
-            "channel": self.channel, "content": self.content, "subject": self.subject, "html": self.html,
-            "from_phone_number_id": self.from_phone_number_id, "media_url": self.media_url,
-        }  # fmt: skip
-        # An optional field whose template rendered empty is not given.
-        return {k: None if v == "" and k != "content" else v for k, v in fields.items()}
+        return omit_blank({name: getattr(self, name) for name in MESSAGE_FIELDS})
 
     def notify(self, context: Context) -> None:
         """Send the message (sync: callbacks run in the task runner or the DAG processor)."""
         hook = self._hook()
         try:
-            request = hook.build_request(self.conversation_id, **self._fields())
+            request = hook.build_request(**self._fields())
             hook.send_request(request, idempotency_key=self._key(context, request))
         finally:
             hook.close()
@@ -103,7 +96,7 @@ class VantaxNotifier(BaseNotifier):
         hook = self._hook()
         try:
             await hook.aget_settings()  # cached, so build_request below does no sync connection lookup
-            request = hook.build_request(self.conversation_id, **self._fields())
+            request = hook.build_request(**self._fields())
             await hook.asend_request(request, idempotency_key=self._key(context, request))
         finally:
             await hook.aclose()

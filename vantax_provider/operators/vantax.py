@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
+from vantax_provider.contract import MESSAGE_FIELDS, omit_blank
 from vantax_provider.operators import _state
 from vantax_provider.triggers._status import (
     TRANSIENT_ERRORS,
@@ -34,11 +35,6 @@ __all__ = ["VantaxBulkSendMessageOperator", "VantaxConversationLink", "VantaxSen
 
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
-
-
-def _opt(value: Any) -> Any:
-    """An optional field whose template rendered empty is not given (e.g. ``"{{ params.x or '' }}"``)."""
-    return None if value == "" else value
 
 
 def _values_from_xcom_mapping(task: BaseOperator, context: Context) -> set[int]:
@@ -126,10 +122,7 @@ class VantaxSendMessageOperator(BaseOperator):
     :param failure_statuses: statuses that count as failed, besides ``failed``.
     """
 
-    template_fields: Sequence[str] = (
-        "conversation_id", "channel", "content", "subject", "html", "from_phone_number_id", "media_url",
-        "idempotency_key", "vantax_conn_id",
-    )  # fmt: skip
+    template_fields: Sequence[str] = (*MESSAGE_FIELDS, "idempotency_key", "vantax_conn_id")
     template_ext: Sequence[str] = (".txt", ".html", ".j2")
     template_fields_renderers: ClassVar[dict[str, str]] = {"html": "html", "media_url": "json"}
     operator_extra_links = (VantaxConversationLink(),)
@@ -240,11 +233,8 @@ class VantaxSendMessageOperator(BaseOperator):
         from vantax_provider.exceptions import VantaxValidationError
 
         try:
-            return self.hook.build_request(
-                self.conversation_id, channel=self.channel, content=self.content, subject=_opt(self.subject),
-                html=_opt(self.html), from_phone_number_id=_opt(self.from_phone_number_id),
-                media_url=_opt(self.media_url),
-            )  # fmt: skip
+            fields = omit_blank({name: getattr(self, name) for name in MESSAGE_FIELDS})
+            return self.hook.build_request(**fields)
         except VantaxValidationError as exc:
             raise AirflowFailException(str(exc)) from exc
 
