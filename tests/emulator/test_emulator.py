@@ -316,6 +316,24 @@ def test_idempotent_replay_and_conflict(emu: Emulator, client: httpx.Client) -> 
     assert [e["replayed"] for e in emu.requests()] == [False, True, False, False, False]
 
 
+def test_ignoring_idempotency_keys_creates_every_post(emu: Emulator, client: httpx.Client) -> None:
+    emu.configure(deduplicate=False)
+    first = send(client, headers={"Idempotency-Key": "abc"})
+    again = send(client, headers={"Idempotency-Key": "abc"})
+    other_body = send(client, {**SMS, "content": "changed"}, headers={"Idempotency-Key": "abc"})
+    assert [r.status_code for r in (first, again, other_body)] == [201, 201, 201]
+    assert first.json()["data"]["id"] != again.json()["data"]["id"]
+    assert emu.stats()["created"] == 3 and emu.stats()["replayed"] == 0 and len(emu.messages()) == 3
+    emu.configure(deduplicate=True)
+    assert send(client, headers={"Idempotency-Key": "abc2"}).status_code == 201
+    assert send(client, headers={"Idempotency-Key": "abc2"}).status_code == 200
+
+
+def test_ignore_idempotency_keys_flag_starts_without_deduplication() -> None:
+    with running_emulator(deduplicate=False) as started:
+        assert started.configure()["deduplicate"] is False
+
+
 def test_empty_idempotency_key_is_400(emu: Emulator, client: httpx.Client) -> None:
     assert send(client, headers={"Idempotency-Key": ""}).status_code == 400
     assert emu.stats()["created"] == 0

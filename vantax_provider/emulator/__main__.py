@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--queued-seconds", type=float, default=0.05, help="time a message stays queued")
     parser.add_argument("--sent-seconds", type=float, default=0.1, help="time it then stays sent")
     parser.add_argument(
+        "--ignore-idempotency-keys",
+        action="store_true",
+        help="act as a service that does not deduplicate: every POST creates a message",
+    )
+    parser.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug", "trace"]
     )
     return parser
@@ -77,7 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sent_seconds < 0:
         _parser().error("--sent-seconds must not be negative")
     settings = Settings(
-        latency_ms=args.latency_ms, queued_seconds=args.queued_seconds, sent_seconds=args.sent_seconds
+        latency_ms=args.latency_ms,
+        queued_seconds=args.queued_seconds,
+        sent_seconds=args.sent_seconds,
+        deduplicate=not args.ignore_idempotency_keys,
     )
     api_key = args.api_key or os.environ.get(API_KEY_ENV)
     if not api_key:

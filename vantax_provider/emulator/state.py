@@ -25,6 +25,8 @@ class Settings:
     :param sent_seconds: how long it then stays ``sent`` before its final outcome.
     :param outcomes: conversation id -> final status (``delivered``, ``failed``, ``stuck`` or any string).
     :param closed_windows: conversation ids whose WhatsApp/Messenger/Instagram sends get 422.
+    :param deduplicate: honour ``Idempotency-Key`` (replay the first answer). False acts as a service
+        that ignores the key, which the vendor's reference does not rule out: every POST creates.
     """
 
     latency_ms: float = 0.0
@@ -32,6 +34,7 @@ class Settings:
     sent_seconds: float = 0.1
     outcomes: dict[str, str] = field(default_factory=dict)
     closed_windows: frozenset[str] = frozenset()
+    deduplicate: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class Settings:
             "sent_seconds": self.sent_seconds,
             "outcomes": dict(self.outcomes),
             "closed_windows": sorted(self.closed_windows),
+            "deduplicate": self.deduplicate,
         }
 
     def updated(self, data: Any) -> Settings:
@@ -67,6 +71,11 @@ class Settings:
                 errors.append("closed_windows: must be a list of conversation ids")
             else:
                 changes["closed_windows"] = frozenset(closed)
+        if "deduplicate" in data:
+            if not isinstance(data["deduplicate"], bool):
+                errors.append("deduplicate: must be true or false")
+            else:
+                changes["deduplicate"] = data["deduplicate"]
         if errors:
             raise ValueError("; ".join(errors))
         return replace(self, **changes)
@@ -173,6 +182,8 @@ class Store:
 
     def replay_for(self, key: str, conversation_id: str, canonical_body: str) -> Message | None:
         """The original message for a repeated key, None for a new key; ValueError on a mismatch."""
+        if not self.settings.deduplicate:
+            return None
         found = self._idempotency.get((self.api_key, key))
         if found is None:
             return None

@@ -127,6 +127,7 @@ class Emulator:
         sent_seconds: float = _UNSET,
         outcomes: dict[str, str] = _UNSET,
         closed_windows: Sequence[str] = _UNSET,
+        deduplicate: bool = _UNSET,
     ) -> dict[str, Any]:
         """Change behaviour from now on (messages already created keep their timings); returns the config."""
         changes = {
@@ -135,6 +136,7 @@ class Emulator:
             "sent_seconds": sent_seconds,
             "outcomes": outcomes,
             "closed_windows": closed_windows if closed_windows is _UNSET else list(closed_windows),
+            "deduplicate": deduplicate,
         }
         result: dict[str, Any] = self._call(
             "POST", "config", {k: v for k, v in changes.items() if v is not _UNSET}
@@ -198,17 +200,20 @@ def running_emulator(
     startup_timeout: float = 20.0,
     stop_grace: float = 5.0,
     log_level: str = "warning",
+    deduplicate: bool = True,
 ) -> Iterator[Emulator]:
     """
     Start the emulator in a subprocess, yield a handle, and stop it (SIGTERM, then kill) on exit.
 
     ``api_key`` None makes a random test key (``emu.api_key``); the child gets it by environment.
+    ``deduplicate=False`` starts it as a service that ignores ``Idempotency-Key``.
     """
     command = [
         sys.executable, "-m", "vantax_provider.emulator",
         "--host", host, "--port", str(port),
         "--latency-ms", str(latency_ms), "--queued-seconds", str(queued_seconds),
         "--sent-seconds", str(sent_seconds), "--log-level", log_level,
+        *([] if deduplicate else ["--ignore-idempotency-keys"]),
     ]  # fmt: skip
     with tempfile.TemporaryFile() as stderr:
         api_key = api_key or new_api_key()
