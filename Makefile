@@ -13,7 +13,7 @@ PY31 := $(VENV31)/bin/python
 CONSTRAINTS31 := requirements/constraints-airflow-3.1.txt
 STAMP31 := $(VENV31)/.installed
 # What the style gates look at (only the folders that exist).
-LINT_PATHS = $(wildcard vantax_provider tests example_dags bench demo)
+LINT_PATHS = $(wildcard vantax_provider tests example_dags bench demo tools)
 # The unit suite: no slow or end-to-end tests.
 UNIT_MARKERS := not slow and not e2e
 # Keep tests and tools off any Airflow home the user may have.
