@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.bases.hook import BaseHook
 
 from vantax_provider import __version__
+from vantax_provider.contract import DEFAULT_CONN_ID
 from vantax_provider.exceptions import VantaxError, VantaxRateLimitError
 from vantax_provider.hooks._pacing import AsyncPacer
 from vantax_provider.hooks._settings import (
@@ -67,7 +68,7 @@ class VantaxHook(BaseHook):
     """
 
     conn_name_attr = "vantax_conn_id"
-    default_conn_name = "vantax_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "vantax"
     hook_name = "Vantax"
 

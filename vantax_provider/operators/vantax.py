@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
-from vantax_provider.contract import MESSAGE_FIELDS, omit_blank
+from vantax_provider.contract import DEFAULT_CONN_ID, MESSAGE_FIELDS, omit_blank
 from vantax_provider.operators import _state
 from vantax_provider.triggers._status import (
     TRANSIENT_ERRORS,
@@ -138,7 +138,7 @@ class VantaxSendMessageOperator(BaseOperator):
         html: str | None = None,
         from_phone_number_id: str | None = None,
         media_url: list[str] | str | None = None,
-        vantax_conn_id: str = "vantax_default",
+        vantax_conn_id: str = DEFAULT_CONN_ID,
         idempotency_key: str | None = None,
         wait_for_delivery: bool = False,
         deferrable: bool | None = None,
