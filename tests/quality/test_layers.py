@@ -40,7 +40,8 @@ def _lint(where: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _append(path: Path, line: str) -> None:
-    path.write_text(path.read_text() + f"\n{line}\n")
+    text = path.read_text() if path.exists() else ""
+    path.write_text(text + f"\n{line}\n")
 
 
 def _verdicts(output: str) -> dict[str, str]:
@@ -105,6 +106,12 @@ CASES = {
         "from vantax_provider.hooks._settings import VantaxSettings",
         "No module imports another package's private",
         "vantax_provider.notifications.vantax -> vantax_provider.hooks._settings",
+    ),
+    "a new module placed in no layer": (
+        "helpers.py",
+        "from vantax_provider import models",
+        "Layers",
+        "vantax_provider.helpers",
     ),
     "a cycle inside the lowest layer": (
         "contract.py",
