@@ -25,7 +25,9 @@ class Canned:
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
 
-    def answer(self, status: int, body: bytes | str = b"", headers: list[tuple[str, str]] | None = None) -> None:
+    def answer(
+        self, status: int, body: bytes | str = b"", headers: list[tuple[str, str]] | None = None
+    ) -> None:
         with self.lock:
             self.status = status
             self.body = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
@@ -45,7 +47,9 @@ def _handler(canned: Canned) -> type[BaseHTTPRequestHandler]:
             if length:
                 self.rfile.read(length)
             with canned.lock:
-                canned.received.append({"method": self.command, "path": self.path, "headers": dict(self.headers)})
+                canned.received.append(
+                    {"method": self.command, "path": self.path, "headers": dict(self.headers)}
+                )
                 status, headers, body = canned.status, canned.headers, canned.body
             self.send_response_only(status)
             for name, value in headers:
@@ -54,9 +58,9 @@ def _handler(canned: Canned) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        do_GET = do_POST = _serve  # noqa: N815
+        do_GET = do_POST = _serve
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
     return Handler

@@ -26,7 +26,6 @@ from vantax_provider.exceptions import (
     VantaxAuthenticationError,
     VantaxConfigurationError,
     VantaxError,
-    VantaxInvalidRequestError,
     VantaxNotFoundError,
     VantaxRateLimitError,
     VantaxRequestError,
@@ -148,7 +147,10 @@ def test_every_form_of_an_echoed_key_is_scrubbed(canned: Canned, conn: Callable[
 
 
 def test_proxies_from_the_environment_are_not_used(
-    make_hook: Callable[..., VantaxHook], vantax_emulator: Emulator, canned: Canned, monkeypatch: pytest.MonkeyPatch
+    make_hook: Callable[..., VantaxHook],
+    vantax_emulator: Emulator,
+    canned: Canned,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
@@ -190,13 +192,22 @@ def test_a_create_answer_without_a_usable_id_is_a_typed_error(
     assert len(str(info.value)) < MAX_ERROR_TEXT and info.value.__cause__ is None
 
 
-def test_a_create_answer_with_a_string_id_counts_as_created(canned: Canned, conn: Callable[..., VantaxHook]) -> None:
+def test_a_create_answer_with_a_string_id_counts_as_created(
+    canned: Canned, conn: Callable[..., VantaxHook]
+) -> None:
     canned.answer(201, _data(id="msg_odd", status=None, created_at="yesterday", media_url=7, channel=5))
     message = conn(canned.url).send_message("conv_odd", **IG)  # type: ignore[arg-type]
-    assert (message.id, message.status, message.created_at, message.media_url) == ("msg_odd", "queued", None, [])
+    assert (message.id, message.status, message.created_at, message.media_url) == (
+        "msg_odd",
+        "queued",
+        None,
+        [],
+    )
 
 
-def test_async_create_with_odd_fields_counts_as_created(canned: Canned, conn: Callable[..., VantaxHook]) -> None:
+def test_async_create_with_odd_fields_counts_as_created(
+    canned: Canned, conn: Callable[..., VantaxHook]
+) -> None:
     canned.answer(200, _data(id="msg_odd_async", status={"a": 1}))
     hook = conn(canned.url)
 
@@ -272,12 +283,16 @@ def test_the_media_url_error_shows_the_url() -> None:
         ("dashboard_url", 5), ("dashboard_url", "javascript:alert(1)"), ("proxy", True),
     ],
 )  # fmt: skip
-def test_bad_extras_are_refused_naming_the_extra(conn: Callable[..., VantaxHook], name: str, value: Any) -> None:
+def test_bad_extras_are_refused_naming_the_extra(
+    conn: Callable[..., VantaxHook], name: str, value: Any
+) -> None:
     with pytest.raises(VantaxConfigurationError, match=f"'{name}'"):
         _ = conn("https://api.vantaxai.com", extra={name: value}).settings
 
 
-def test_a_numeric_sender_id_is_read_as_text(make_hook: Callable[..., VantaxHook], vantax_emulator: Emulator) -> None:
+def test_a_numeric_sender_id_is_read_as_text(
+    make_hook: Callable[..., VantaxHook], vantax_emulator: Emulator
+) -> None:
     hook = make_hook(default_from_phone_number_id=5550123)
     hook.send_message("conv_num_sender", channel="sms", content="x")
     assert vantax_emulator.messages()[-1]["body"]["from_phone_number_id"] == "5550123"
@@ -329,7 +344,9 @@ def test_the_test_button_does_not_accept_a_wrong_base_path(
     assert not ok and "base URL" in text
 
 
-def test_the_test_button_wants_the_error_envelope_on_404(canned: Canned, conn: Callable[..., VantaxHook]) -> None:
+def test_the_test_button_wants_the_error_envelope_on_404(
+    canned: Canned, conn: Callable[..., VantaxHook]
+) -> None:
     canned.answer(404, "<html>Not Found</html>", [("Content-Type", "text/html")])
     ok, text = conn(canned.url).test_connection()
     assert not ok and "does not look like the Vantax API" in text
@@ -338,7 +355,10 @@ def test_the_test_button_wants_the_error_envelope_on_404(canned: Canned, conn: C
 def test_the_test_button_accepts_a_right_key_and_refuses_a_wrong_one(
     make_hook: Callable[..., VantaxHook],
 ) -> None:
-    assert make_hook().test_connection() == (True, "Connection to Vantax succeeded: the API key was accepted.")
+    assert make_hook().test_connection() == (
+        True,
+        "Connection to Vantax succeeded: the API key was accepted.",
+    )
     ok, text = make_hook(api_key="vx_test_wrong").test_connection()
     assert not ok and "refused the API key" in text
 
@@ -359,14 +379,21 @@ def test_the_test_button_accepts_a_right_key_and_refuses_a_wrong_one(
         ("vantax://:KEY@", "https://api.vantaxai.com"),
     ],
 )
-def test_a_connection_uri_maps_to_the_base_url(monkeypatch: pytest.MonkeyPatch, uri: str, base_url: str) -> None:
+def test_a_connection_uri_maps_to_the_base_url(
+    monkeypatch: pytest.MonkeyPatch, uri: str, base_url: str
+) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_VANTAX_URI", uri)
     settings = VantaxHook("vantax_uri").settings
     assert (settings.base_url, settings.api_key) == (base_url, "KEY")
 
 
 @pytest.mark.parametrize(
-    "uri", ["vantax://:KEY@10.0.0.5:80/http", "vantax://:KEY@exa%20mple.com", "vantax://:KEY@x.example.com/http%20s"]
+    "uri",
+    [
+        "vantax://:KEY@10.0.0.5:80/http",
+        "vantax://:KEY@exa%20mple.com",
+        "vantax://:KEY@x.example.com/http%20s",
+    ],
 )
 def test_a_bad_connection_uri_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch, uri: str) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_VANTAX_URI", uri)
@@ -393,6 +420,8 @@ def test_the_conversation_link_encodes_dots(
     from vantax_provider.operators.vantax import VantaxConversationLink, VantaxSendMessageOperator
 
     conn_extra(dashboard_url="https://app.vantaxai.com/c/{conversation_id}?tab=1")
-    op = VantaxSendMessageOperator(task_id="t", conversation_id=conversation_id, channel="instagram", content="x")
+    op = VantaxSendMessageOperator(
+        task_id="t", conversation_id=conversation_id, channel="instagram", content="x"
+    )
     link = VantaxConversationLink().get_link(op, ti_key=SimpleNamespace())  # type: ignore[arg-type]
     assert link == f"https://app.vantaxai.com/c/{encoded}?tab=1"

@@ -236,7 +236,9 @@ def settings_from_connection(conn: Connection) -> VantaxSettings:
             f"The extra field of the Vantax connection {conn.conn_id!r} must be a JSON object."
         )
     retry = RetryPolicy(
-        max_retries=int(_number(extra, "max_retries", RetryPolicy.max_retries, maximum=MAX_RETRIES, integer=True)),
+        max_retries=int(
+            _number(extra, "max_retries", RetryPolicy.max_retries, maximum=MAX_RETRIES, integer=True)
+        ),
         backoff_base=_number(extra, "retry_backoff", RetryPolicy.backoff_base),
         max_retry_after=_number(extra, "max_retry_after", RetryPolicy.max_retry_after),
         max_total=_number(extra, "max_retry_time", RetryPolicy.max_total),

@@ -70,7 +70,7 @@ def transport_errors() -> tuple[type[Exception], ...]:
     return (httpx.TransportError, httpx.InvalidURL, UnicodeError)
 
 
-class ScrubbedCause(Exception):  # noqa: N818 - it stands in for the library's exception
+class ScrubbedCause(Exception):
     """The type and scrubbed text of a library exception whose own text held a secret."""
 
 
@@ -103,7 +103,9 @@ def _exception_text(exc: BaseException) -> str:
     return f"{exc} {exc.args!r}"
 
 
-def read_answer(response: httpx.Response, method: str, path: str, settings: VantaxSettings) -> Message | VantaxError:
+def read_answer(
+    response: httpx.Response, method: str, path: str, settings: VantaxSettings
+) -> Message | VantaxError:
     """The message of a success envelope, or the error that describes the answer."""
     status = response.status_code
     try:
@@ -149,7 +151,9 @@ def _message(data: dict[str, Any], method: str, where: dict[str, Any]) -> Messag
     try:
         return Message.model_validate(data)
     except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) or "data" for e in exc.errors(include_input=False)})
+        fields = sorted(
+            {".".join(str(p) for p in e["loc"]) or "data" for e in exc.errors(include_input=False)}
+        )
     if method == "POST":
         lenient = Message.lenient(data)
         if lenient is not None:
