@@ -9,21 +9,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-@dataclass
 class Canned:
-    """The answer served, and what was received (request line and headers)."""
+    """The answer served, and what was received (request line and headers, the key among them)."""
 
-    status: int = 200
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    received: list[dict[str, Any]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    url: str = ""
+    def __init__(self) -> None:
+        self.status = 200
+        self.headers: list[tuple[str, str]] = []
+        self.body = b""
+        self.received: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.url = ""
+
+    def __repr__(self) -> str:  # what it received holds the key: not shown in test reports
+        return f"Canned({self.url})"
 
     def answer(
         self, status: int, body: bytes | str = b"", headers: list[tuple[str, str]] | None = None
@@ -51,12 +53,16 @@ def _handler(canned: Canned) -> type[BaseHTTPRequestHandler]:
                     {"method": self.command, "path": self.path, "headers": dict(self.headers)}
                 )
                 status, headers, body = canned.status, canned.headers, canned.body
+            if status in (204, 304):
+                body = b""  # no body may follow these: a client would read it as the next answer
             self.send_response_only(status)
             for name, value in headers:
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")  # each answer stands alone
             self.end_headers()
             self.wfile.write(body)
+            self.close_connection = True
 
         do_GET = do_POST = _serve
 

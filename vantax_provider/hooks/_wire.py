@@ -110,7 +110,7 @@ def read_answer(
     status = response.status_code
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         body = None
     api_message = body.get("message") if isinstance(body, dict) else None
     api_message = bound_text(scrub(str(api_message), settings)) if api_message is not None else None
