@@ -64,7 +64,7 @@ RETRY_AFTER = st.one_of(
             format_datetime(_now + timedelta(seconds=1), usegmt=True),
             format_datetime(_now + timedelta(days=2), usegmt=True),
         ]
-    ),  # fmt: skip
+    ),
     st.integers(-(10**6), 10**6).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=30),
@@ -99,12 +99,19 @@ STATUS = st.one_of(
             504,
             599,
         ]
-    ),  # fmt: skip
+    ),
     st.integers(200, 599),
 )
-ECHOES = [KEY, repr(KEY), repr(KEY.encode()), quote(KEY, safe=""), f"Bearer {KEY}",
-          base64.b64encode(KEY.encode()).decode(), base64.b64encode(f"u:{KEY}".encode()).decode(),
-          json.dumps(KEY)]  # fmt: skip
+ECHOES = [
+    KEY,
+    repr(KEY),
+    repr(KEY.encode()),
+    quote(KEY, safe=""),
+    f"Bearer {KEY}",
+    base64.b64encode(KEY.encode()).decode(),
+    base64.b64encode(f"u:{KEY}".encode()).decode(),
+    json.dumps(KEY),
+]
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
@@ -133,7 +140,7 @@ DATA = st.one_of(
             "content": TEXT,
             "subject": JSONISH,
         },
-    ),  # fmt: skip
+    ),
 )
 ENVELOPE = st.fixed_dictionaries(
     {},
@@ -145,9 +152,14 @@ ENVELOPE = st.fixed_dictionaries(
 )
 CREATED = st.fixed_dictionaries(
     {"id": st.one_of(st.just("msg_1"), st.text(min_size=1, max_size=20))},
-    optional={"status": JSONISH, "created_at": st.one_of(st.just("yesterday"), JSONISH), "media_url": JSONISH,
-              "conversation_id": JSONISH, "content": TEXT},
-)  # fmt: skip
+    optional={
+        "status": JSONISH,
+        "created_at": st.one_of(st.just("yesterday"), JSONISH),
+        "media_url": JSONISH,
+        "conversation_id": JSONISH,
+        "content": TEXT,
+    },
+)
 BODY = st.one_of(
     CREATED.map(lambda data: json.dumps({"success": True, "message": "ok", "data": data})),
     ENVELOPE.map(json.dumps),
@@ -159,7 +171,7 @@ BODY = st.one_of(
         lambda n, e: json.dumps({"success": False, "message": "x" * n + e}),
         st.integers(0, 300_000),
         st.sampled_from(ECHOES),
-    ),  # fmt: skip
+    ),
 )
 CONTENT_TYPE = st.sampled_from(
     ["application/json", "text/html", "text/plain", "application/problem+json", ""]
@@ -176,8 +188,12 @@ def server() -> Iterator[Canned]:
 def hook(server: Canned) -> Iterator[VantaxHook]:
     import os
 
-    conn = {"conn_type": "vantax", "host": server.url, "password": KEY,
-            "extra": {"max_retries": 1, "retry_backoff": 0.001, "max_retry_after": 0.05, "timeout": 3}}  # fmt: skip
+    conn = {
+        "conn_type": "vantax",
+        "host": server.url,
+        "password": KEY,
+        "extra": {"max_retries": 1, "retry_backoff": 0.001, "max_retry_after": 0.05, "timeout": 3},
+    }
     os.environ["AIRFLOW_CONN_VANTAX_ANSWERS"] = json.dumps(conn)
     hook = VantaxHook("vantax_answers")
     yield hook
@@ -248,9 +264,16 @@ async def _asend(hook: VantaxHook) -> Message:
     mode=st.sampled_from(["plain", "plain", "idempotent", "async"]),
 )
 def test_any_answer_gives_a_message_or_a_bounded_typed_error(
-    server: Canned, hook: VantaxHook, caplog: pytest.LogCaptureFixture,
-    status: int, retry_after: str | None, body: str | bytes, content_type: str, method: str, mode: str,
-) -> None:  # fmt: skip
+    server: Canned,
+    hook: VantaxHook,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    retry_after: str | None,
+    body: str | bytes,
+    content_type: str,
+    method: str,
+    mode: str,
+) -> None:
     headers = [("Content-Type", content_type)] if content_type else []
     if retry_after is not None:
         headers.append(("Retry-After", retry_after))

@@ -7,7 +7,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from vantax_provider import contract
 from vantax_provider.exceptions import VantaxConfigurationError
@@ -51,6 +51,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _split(url: str, what: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on an invalid port
+    except ValueError:  # e.g. an unclosed IPv6 bracket, a port that is no number or too big
+        raise VantaxConfigurationError(f"{what} is not a valid URL (host or port).") from None
+    return parts
+
+
 def _has_bad_chars(text: str) -> bool:
     """White space, control characters or anything else a URL may not carry as it is."""
     return any(c.isspace() or not c.isprintable() for c in text)
@@ -82,18 +91,12 @@ def normalise_base_url(host: str | None, schema: str | None = None, port: int | 
                 f"The Vantax connection's schema {scheme!r} contradicts the scheme of its host URL."
             )
     else:
-        bare = urlsplit(f"//{raw}")
-        try:
-            loopback = bool(bare.hostname) and _is_loopback(bare.hostname or "")
-        except ValueError:
-            loopback = False
+        bare = _split(f"//{raw}", "The Vantax base URL")
+        loopback = bool(bare.hostname) and _is_loopback(bare.hostname or "")
         raw = f"{scheme or ('http' if loopback else 'https')}://{raw}"
     shown = raw[:200]
-    parts = urlsplit(raw)
-    try:
-        url_port = parts.port
-    except ValueError:
-        raise VantaxConfigurationError(f"The Vantax base URL {shown!r} has an invalid port.") from None
+    parts = _split(raw, f"The Vantax base URL {shown!r}")
+    url_port = parts.port
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise VantaxConfigurationError(f"The Vantax base URL {shown!r} is not an absolute http(s) URL.")
     if parts.username or parts.password or "@" in parts.netloc or parts.query or parts.fragment:
@@ -213,10 +216,9 @@ def _http_url(extra: dict[str, Any], name: str, schemes: tuple[str, ...]) -> str
     value = _text(extra, name)
     if value is None:
         return None
-    parts = urlsplit(value)
     try:
-        parts.port  # noqa: B018 - raises on an invalid port
-    except ValueError:
+        parts = _split(value, name)
+    except VantaxConfigurationError:
         ok = False
     else:
         ok = parts.scheme.lower() in schemes and bool(parts.hostname)
