@@ -425,3 +425,33 @@ def test_the_conversation_link_encodes_dots(
     )
     link = VantaxConversationLink().get_link(op, ti_key=SimpleNamespace())  # type: ignore[arg-type]
     assert link == f"https://app.vantaxai.com/c/{encoded}?tab=1"
+
+
+def test_the_bulk_result_holds_no_key_and_bounded_reasons(
+    canned: Canned, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pasted key, and a server that echoes it in a huge 400: the bulk result XCom holds neither."""
+    from tests.reliability._support import make_context
+    from vantax_provider.hooks._wire import secret_forms
+    from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+
+    key = "vx_test_BULKCANARY0123456789"
+    canned.answer(400, json.dumps({"success": False, "message": "x" * 100_000 + _echo(key)}))
+    conn = {"conn_type": "vantax", "host": canned.url, "password": key + "\r\n", "extra": {"max_retries": 0}}
+    monkeypatch.setenv("AIRFLOW_CONN_VANTAX_DEFAULT", json.dumps(conn))
+    context = make_context("bulk")
+    op = VantaxBulkSendMessageOperator(
+        task_id="bulk",
+        recipients=[{"cid": f"conv_{i}"} for i in range(5)],
+        conversation_id="{{ recipient.cid }}",
+        channel="instagram",
+        content="hi",
+    )
+    try:
+        output: Any = op.execute(context)
+    except Exception as exc:
+        output = _all_text(exc)
+    text = json.dumps(output, default=str) + json.dumps(context["ti"].xcoms, default=str)
+    assert canned.count() == 5  # every recipient was tried: the key was usable
+    assert not any(form in text for form in secret_forms(key))
+    assert len(text) < 5 * 2 * MAX_ERROR_TEXT + 5_000
