@@ -75,12 +75,10 @@ NON_TERMINAL_STATUSES = frozenset(MessageStatus(s) for s in contract.NON_TERMINA
 _LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
 
 
-def _reject_control_chars(value: str, *, allow_newlines: bool) -> str:
-    """Refuse control characters; where newlines are not allowed, Unicode line separators too."""
-    if allow_newlines:
-        allowed, refused = {"\n", "\r", "\t"}, frozenset({"Cc"})
-    else:
-        allowed, refused = set(), _LINE_BREAKING
+def _reject_control_chars(value: str, *, allow_newlines: bool, line_separators: bool = False) -> str:
+    """Refuse control characters; with ``line_separators``, U+2028 and U+2029 too."""
+    allowed = {"\n", "\r", "\t"} if allow_newlines else set()
+    refused = _LINE_BREAKING if line_separators else frozenset({"Cc"})
     for ch in value:
         if ch not in allowed and unicodedata.category(ch) in refused:
             raise PydanticCustomError(
@@ -166,7 +164,7 @@ class SendMessageRequest(BaseModel):
         if value and not value.strip():
             raise PydanticCustomError("blank", "must not be white space only")
         # A newline (or U+2028/U+2029) in a subject is an email header injection.
-        return _reject_control_chars(value, allow_newlines=False)
+        return _reject_control_chars(value, allow_newlines=False, line_separators=True)
 
     @field_validator("media_url", mode="before")
     @classmethod
@@ -286,7 +284,7 @@ class Message(BaseModel):
         if len(value) > MAX_STATUS_CHARS:
             raise PydanticCustomError("status_too_long", "must be at most {limit} characters",
                                       {"limit": MAX_STATUS_CHARS})  # fmt: skip
-        return _reject_control_chars(value, allow_newlines=False)
+        return _reject_control_chars(value, allow_newlines=False, line_separators=True)
 
     @classmethod
     def lenient(cls, data: dict[str, Any]) -> Message | None:

@@ -78,7 +78,7 @@ def transport_error(exc: Exception, method: str, path: str, settings: VantaxSett
     import httpx
 
     url = settings.base_url + path
-    summary = f"{type(exc).__module__}.{type(exc).__name__}: {scrub(str(exc), settings)}"
+    summary = f"{type(exc).__name__}: {scrub(str(exc), settings)}"
     if isinstance(exc, (httpx.LocalProtocolError, httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError)):
         # httpx refused to build or send the request: nothing went out, and a repeat fails alike.
         error: VantaxError = VantaxRequestError(
