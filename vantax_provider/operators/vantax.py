@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
-from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
+from vantax_provider._compat import (
+    AirflowException,
+    AirflowFailException,
+    default_deferrable,
+    keep_xcom_values_literal,
+)
 from vantax_provider.contract import MESSAGE_FIELDS, omit_blank
 from vantax_provider.operators import _state
 from vantax_provider.triggers._status import (
@@ -35,27 +40,6 @@ __all__ = ["VantaxBulkSendMessageOperator", "VantaxConversationLink", "VantaxSen
 
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
-
-
-def _values_from_xcom_mapping(task: BaseOperator, context: Context) -> set[int]:
-    """
-    ids of field values that ``expand_kwargs(<XCom>)`` took from an upstream task's XCom.
-
-    Airflow renders those as templates (it treats every value of an ``expand_kwargs`` dict as
-    written by the DAG author), so a customer's name holding ``{{ ... }}`` would be rendered or
-    break the task.  Values from ``expand()`` and plain XComArgs are already left alone by Airflow.
-    """
-    if not getattr(task, "_BaseOperator__from_mapped", False):
-        return set()
-    try:
-        mapped: Any = context["dag"].task_dict[task.task_id]
-        expand_input = mapped._get_specified_expand_input()
-        partial = set(mapped.partial_kwargs)
-    except (AttributeError, KeyError, TypeError):  # not the Airflow internals this was written for
-        return set()
-    if type(expand_input).__name__ != "ListOfDictsExpandInput" or isinstance(expand_input.value, Sized):
-        return set()  # a literal list in the DAG file: the author's own templates, rendered as usual
-    return {id(getattr(task, name)) for name in task.template_fields if name not in partial}
 
 
 class VantaxConversationLink(BaseOperatorLink):
@@ -176,8 +160,8 @@ class VantaxSendMessageOperator(BaseOperator):
         jinja_env: Any,
         seen_oids: set[int],
     ) -> None:
-        if parent is self:
-            seen_oids = seen_oids | _values_from_xcom_mapping(self, context)
+        if parent is self:  # text that came from an XCom is data: never rendered (issue 15)
+            seen_oids = seen_oids | keep_xcom_values_literal(self, context)
         super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
 
     @cached_property
