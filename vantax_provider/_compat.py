@@ -19,6 +19,7 @@ __all__ = [
     "AirflowSensorTimeout",
     "default_deferrable",
     "keep_xcom_values_literal",
+    "render_text",
 ]
 
 
@@ -122,3 +123,19 @@ def _mapped_names_from_xcom(task: Any, mapped: Any, context: Mapping[str, Any]) 
             return {k for k, v in item.items() if isinstance(v, XComArg)}
     # The whole dict came from an XCom: every field not set by partial() (strict=False may override it).
     return {n for n in task.template_fields if n not in partial or getattr(task, n, None) is not partial[n]}
+
+
+def render_text(templater: Any, template: Any, context: Mapping[str, Any]) -> Any:
+    """
+    Render a Jinja ``template`` the way ``templater`` renders its string fields (as text or native).
+
+    Relies on ``Templater._render(template, context)`` (Airflow 3.1 and 3.3), which picks native or
+    string rendering from the operator's or DAG's ``render_template_as_native_obj``.
+    """
+    render = getattr(templater, "_render", None)
+    if render is None:
+        raise AirflowException(
+            f"{type(templater).__name__}: this Airflow's templates have no _render(template, context); "
+            "vantax-provider cannot render a field as text. Use a supported Airflow version."
+        )
+    return render(template, context)

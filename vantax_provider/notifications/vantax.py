@@ -9,6 +9,7 @@ from airflow.sdk.bases.notifier import BaseNotifier
 
 from vantax_provider.contract import MESSAGE_FIELDS, omit_blank
 from vantax_provider.idempotency import derive_idempotency_key
+from vantax_provider.templating import TemplateFiles
 
 if TYPE_CHECKING:
     import jinja2
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from vantax_provider.models import Channel, SendMessageRequest
 
 
-class VantaxNotifier(BaseNotifier):
+class VantaxNotifier(TemplateFiles, BaseNotifier):
     """
     Send a Vantax message as ``on_failure_callback``, ``on_success_callback`` or a DAG-level callback.
 
@@ -40,7 +41,6 @@ class VantaxNotifier(BaseNotifier):
     """
 
     template_fields: Sequence[str] = (*MESSAGE_FIELDS, "idempotency_key", "vantax_conn_id")
-    template_ext: Sequence[str] = (".txt", ".html", ".j2")
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ from vantax_provider._compat import (
 )
 from vantax_provider.contract import MESSAGE_FIELDS, omit_blank
 from vantax_provider.operators import _state
+from vantax_provider.templating import TemplateFiles
 from vantax_provider.triggers._status import (
     TRANSIENT_ERRORS,
     Outcome,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
     from airflow.sdk.types import TaskInstanceKey
 
+    from vantax_provider.exceptions import VantaxValidationError
     from vantax_provider.hooks.vantax import VantaxHook
     from vantax_provider.models import Channel, Message, SendMessageRequest
 
@@ -69,15 +71,16 @@ class VantaxConversationLink(BaseOperatorLink):
         return url.replace("{conversation_id}", quote(conversation_id, safe="")) if url else ""
 
 
-class VantaxSendMessageOperator(BaseOperator):
+class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
     """
     Send one Vantax message, and optionally wait until it is delivered.
 
     Every message field is templated; ``content`` and ``html`` may name a template file
-    (``.txt``, ``.html``, ``.j2``).  Values that arrive from XCom or params are sent as they are:
-    a name containing ``{{ ... }}`` is never rendered a second time.  The rendered message is
-    validated before any request; bad input, and a closed messaging window (422), fail the task
-    without Airflow retries.
+    (``.txt``, ``.html``, ``.j2``, no white space) in the DAG's template search path; any other
+    value is text, e.g. a link ending in ``.html``.  Values that arrive from XCom or params are
+    sent as they are: a name containing ``{{ ... }}`` is never rendered a second time.  The
+    rendered message is validated before any request; bad input, and a closed messaging window
+    (422), fail the task without Airflow retries.
 
     A retry of the task instance never sends twice: the ``Idempotency-Key`` is derived from the
     task instance and the request body, and on Airflow >= 3.3 the sent message id is kept in the
@@ -107,7 +110,6 @@ class VantaxSendMessageOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = (*MESSAGE_FIELDS, "idempotency_key", "vantax_conn_id")
-    template_ext: Sequence[str] = (".txt", ".html", ".j2")
     template_fields_renderers: ClassVar[dict[str, str]] = {"html": "html", "media_url": "json"}
     operator_extra_links = (VantaxConversationLink(),)
     ui_color = "#e8f0fe"
@@ -163,6 +165,9 @@ class VantaxSendMessageOperator(BaseOperator):
         if parent is self:  # text that came from an XCom is data: never rendered (issue 15)
             seen_oids = seen_oids | keep_xcom_values_literal(self, context)
         super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+
+    def template_file_error(self, error: VantaxValidationError) -> Exception:
+        return AirflowFailException(str(error))  # the same DAG files fail the same way on retry
 
     @cached_property
     def hook(self) -> VantaxHook:
