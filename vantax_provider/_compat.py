@@ -6,17 +6,33 @@ from collections.abc import Mapping, Sized
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
 else:
     try:
-        from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+        from airflow.sdk.exceptions import (
+            AirflowException,
+            AirflowFailException,
+            AirflowSensorTimeout,
+            AirflowSkipException,
+        )
     except ImportError:  # Airflow < 3.2 keeps them in core
-        from airflow.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+        from airflow.exceptions import (
+            AirflowException,
+            AirflowFailException,
+            AirflowSensorTimeout,
+            AirflowSkipException,
+        )
 
 __all__ = [
     "AirflowException",
     "AirflowFailException",
     "AirflowSensorTimeout",
+    "AirflowSkipException",
     "default_deferrable",
     "keep_xcom_values_literal",
     "render_text",
