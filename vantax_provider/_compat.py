@@ -36,6 +36,7 @@ __all__ = [
     "default_deferrable",
     "keep_xcom_values_literal",
     "render_text",
+    "template_dag",
 ]
 
 
@@ -155,3 +156,37 @@ def render_text(templater: Any, template: Any, context: Mapping[str, Any]) -> An
             "vantax-provider cannot render a field as text. Use a supported Airflow version."
         )
     return render(template, context)
+
+
+def template_dag(dag: Any) -> Any:
+    """
+    The DAG whose Jinja environment renders a callback: ``dag`` itself, or the DAG parsed from its file.
+
+    ``dag.test()`` hands DAG-level callbacks the scheduler's ``SerializedDAG``, which has no
+    ``get_template_env()`` and has lost ``user_defined_macros``; the DAG processor hands them the
+    DAG itself.  For the former this parses ``dag.fileloc`` again with ``DagBag`` (in
+    ``airflow.dag_processing.dagbag`` on 3.3, ``airflow.models.dagbag`` on 3.1) and returns that DAG,
+    so a callback renders with the DAG's search path, macros and undefined policy; it fails loudly
+    when that is not possible rather than rendering with a bare environment.
+    """
+    if dag is None or hasattr(dag, "get_template_env"):
+        return dag
+    fileloc, dag_id = getattr(dag, "fileloc", None), getattr(dag, "dag_id", None)
+    if not fileloc or not dag_id:
+        raise AirflowException(
+            f"Cannot render a callback of DAG {dag_id!r} with its Jinja environment: the context's DAG "
+            f"({type(dag).__name__}) has neither get_template_env() nor a file to parse it from."
+        )
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.2
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    bag = DagBag(dag_folder=fileloc, collect_dags=False)
+    bag.process_file(fileloc, only_if_updated=False)  # type: ignore[no-untyped-call]
+    parsed = bag.dags.get(dag_id)
+    if parsed is None or not hasattr(parsed, "get_template_env"):
+        raise AirflowException(
+            f"Cannot render a callback of DAG {dag_id!r} with its Jinja environment: parsing {fileloc} "
+            f"again did not give the DAG ({len(bag.import_errors)} import error(s))."
+        )
+    return parsed
