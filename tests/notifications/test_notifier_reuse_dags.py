@@ -88,3 +88,19 @@ def test_a_dag_level_context_is_keyed_by_the_run(reason: str) -> None:
     task_key = notifier._key({"ti": ti, "dag_run": run}, request)
     dag_key = notifier._key({"ti": ti, "dag_run": run, "reason": reason}, request)
     assert task_key and dag_key and task_key != dag_key
+
+
+def test_the_hook_logs_a_replay_as_a_replay(vantax_conn: str, vantax_emulator: Any, capfd: Any) -> None:
+    from vantax_provider.hooks.vantax import VantaxHook
+
+    hook = VantaxHook()
+    try:
+        for _ in range(2):
+            hook.send_message("conv_r", channel="facebook", content="once", idempotency_key="k-replay-1")
+    finally:
+        hook.close()
+    assert vantax_emulator.stats()["replayed"] == 1
+    out, err = capfd.readouterr()
+    lines = [line for line in (out + err).splitlines() if "Vantax message msg_" in line]
+    assert len(lines) == 2 and " created on facebook" in lines[0]
+    assert "replayed (already sent under this Idempotency-Key)" in lines[1] and "created" not in lines[1]
