@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sized
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
 else:
     try:
-        from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+        from airflow.sdk.exceptions import (
+            AirflowException,
+            AirflowFailException,
+            AirflowSensorTimeout,
+            AirflowSkipException,
+        )
     except ImportError:  # Airflow < 3.2 keeps them in core
-        from airflow.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+        from airflow.exceptions import (
+            AirflowException,
+            AirflowFailException,
+            AirflowSensorTimeout,
+            AirflowSkipException,
+        )
 
-__all__ = ["AirflowException", "AirflowFailException", "AirflowSensorTimeout", "default_deferrable"]
+__all__ = [
+    "AirflowException",
+    "AirflowFailException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
+    "default_deferrable",
+    "keep_xcom_values_literal",
+    "render_text",
+    "template_dag",
+]
 
 
 def default_deferrable() -> bool:
@@ -22,3 +47,146 @@ def default_deferrable() -> bool:
     except ImportError:  # Airflow < 3.2
         from airflow.configuration import conf
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
+
+
+def keep_xcom_values_literal(task: Any, context: Mapping[str, Any]) -> set[int]:
+    """
+    Resolve ``task``'s template fields that come from an XCom; return the ids of their values.
+
+    The caller adds the ids to the ``seen_oids`` of Airflow's template rendering, so that text which
+    arrived from an upstream task (a customer's name holding ``{{ ... }}``) is sent as it is, never
+    rendered as a template.  Covers every mapping form: ``expand`` and ``expand_kwargs`` with an
+    XComArg, with a literal list of XComArgs, with literal dicts holding XComArgs, ``.map()`` results,
+    and XComArgs given to ``partial`` or to a plain operator.
+
+    Relies on these Airflow task-SDK internals (the same in 3.1 and 3.3); any change raises
+    :class:`AirflowException` naming it, rather than rendering customer text by mistake:
+
+    - a mapped task instance renders an unmapped copy of the task, while ``context["dag"].task_dict``
+      still holds the ``MappedOperator`` (``airflow.sdk.definitions.mappedoperator``);
+    - ``MappedOperator._get_specified_expand_input()`` returns a ``DictOfListsExpandInput`` (from
+      ``expand``) or a ``ListOfDictsExpandInput`` (from ``expand_kwargs``), whose ``value`` is what
+      the DAG passed, and ``MappedOperator.partial_kwargs`` holds what ``partial`` was given;
+    - Airflow itself leaves values from ``expand(name=<XComArg>)`` unrendered but renders every
+      value of a dict that ``expand_kwargs`` took from an XCom, and returns an XComArg that sits in
+      a literal ``expand_kwargs`` dict unresolved: both are handled here.
+    """
+    from airflow.sdk import XComArg
+
+    mapped = _mapped_operator(task, context)
+    from_xcom: set[str] = set()
+    if mapped is not None:
+        from_xcom = _mapped_names_from_xcom(task, mapped, context)
+    keep: set[int] = set()
+    for name in task.template_fields:
+        value = getattr(task, name, None)
+        if isinstance(value, XComArg):  # partial(), a plain operator, or a literal expand_kwargs dict
+            value = value.resolve(context)
+            setattr(task, name, value)
+        elif name not in from_xcom:
+            continue
+        if value is not None:
+            keep.add(id(value))
+    return keep
+
+
+def _internals_changed(task: Any, what: str) -> AirflowException:
+    from importlib.metadata import version
+
+    return AirflowException(
+        f"Task {getattr(task, 'task_id', '?')!r}: this Airflow ({version('apache-airflow-core')}) maps "
+        f"tasks differently from what vantax-provider supports ({what}), so it cannot tell which values "
+        "came from an XCom and must not be rendered as templates. Use a supported Airflow version "
+        "(see docs/compatibility.md)."
+    )
+
+
+def _mapped_operator(task: Any, context: Mapping[str, Any]) -> Any:
+    """The MappedOperator ``task`` was unmapped from, or None when the task is not mapped."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    dag = context.get("dag")
+    task_dict = getattr(dag, "task_dict", None)
+    if dag is None:
+        return None
+    if not isinstance(task_dict, Mapping):
+        raise _internals_changed(task, "the DAG in the context has no task_dict")
+    node = task_dict.get(task.task_id)
+    return node if isinstance(node, MappedOperator) else None
+
+
+def _mapped_names_from_xcom(task: Any, mapped: Any, context: Mapping[str, Any]) -> set[str]:
+    from airflow.sdk import XComArg
+    from airflow.sdk.definitions._internal.expandinput import DictOfListsExpandInput, ListOfDictsExpandInput
+
+    try:
+        expand_input = mapped._get_specified_expand_input()
+        partial: Mapping[str, Any] = mapped.partial_kwargs
+        value = expand_input.value
+    except AttributeError as exc:
+        missing = exc.name or "expected attribute"
+        raise _internals_changed(task, f"the mapped operator has no {missing}") from exc
+    if isinstance(expand_input, DictOfListsExpandInput):
+        # expand(): a literal list is the author's; anything else (XComArg, .map(), zip) is data.
+        return {k for k, v in value.items() if isinstance(v, XComArg) or not isinstance(v, Sized)}
+    if not isinstance(expand_input, ListOfDictsExpandInput):
+        raise _internals_changed(task, f"unknown expand input {type(expand_input).__name__}")
+    if isinstance(value, Sized):  # a literal list: of dicts (the author's) or of XComArgs (data)
+        map_index = getattr(context.get("ti"), "map_index", None)
+        if not isinstance(map_index, int) or not 0 <= map_index < len(value):
+            raise _internals_changed(task, f"map_index {map_index!r} outside the expand_kwargs list")
+        item = value[map_index]  # type: ignore[index]
+        if isinstance(item, Mapping):
+            return {k for k, v in item.items() if isinstance(v, XComArg)}
+    # The whole dict came from an XCom: every field not set by partial() (strict=False may override it).
+    return {n for n in task.template_fields if n not in partial or getattr(task, n, None) is not partial[n]}
+
+
+def render_text(templater: Any, template: Any, context: Mapping[str, Any]) -> Any:
+    """
+    Render a Jinja ``template`` the way ``templater`` renders its string fields (as text or native).
+
+    Relies on ``Templater._render(template, context)`` (Airflow 3.1 and 3.3), which picks native or
+    string rendering from the operator's or DAG's ``render_template_as_native_obj``.
+    """
+    render = getattr(templater, "_render", None)
+    if render is None:
+        raise AirflowException(
+            f"{type(templater).__name__}: this Airflow's templates have no _render(template, context); "
+            "vantax-provider cannot render a field as text. Use a supported Airflow version."
+        )
+    return render(template, context)
+
+
+def template_dag(dag: Any) -> Any:
+    """
+    The DAG whose Jinja environment renders a callback: ``dag`` itself, or the DAG parsed from its file.
+
+    ``dag.test()`` hands DAG-level callbacks the scheduler's ``SerializedDAG``, which has no
+    ``get_template_env()`` and has lost ``user_defined_macros``; the DAG processor hands them the
+    DAG itself.  For the former this parses ``dag.fileloc`` again with ``DagBag`` (in
+    ``airflow.dag_processing.dagbag`` on 3.3, ``airflow.models.dagbag`` on 3.1) and returns that DAG,
+    so a callback renders with the DAG's search path, macros and undefined policy; it fails loudly
+    when that is not possible rather than rendering with a bare environment.
+    """
+    if dag is None or hasattr(dag, "get_template_env"):
+        return dag
+    fileloc, dag_id = getattr(dag, "fileloc", None), getattr(dag, "dag_id", None)
+    if not fileloc or not dag_id:
+        raise AirflowException(
+            f"Cannot render a callback of DAG {dag_id!r} with its Jinja environment: the context's DAG "
+            f"({type(dag).__name__}) has neither get_template_env() nor a file to parse it from."
+        )
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.2
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    bag = DagBag(dag_folder=fileloc, collect_dags=False)
+    bag.process_file(fileloc, only_if_updated=False)  # type: ignore[no-untyped-call]
+    parsed = bag.dags.get(dag_id)
+    if parsed is None or not hasattr(parsed, "get_template_env"):
+        raise AirflowException(
+            f"Cannot render a callback of DAG {dag_id!r} with its Jinja environment: parsing {fileloc} "
+            f"again did not give the DAG ({len(bag.import_errors)} import error(s))."
+        )
+    return parsed

@@ -94,6 +94,7 @@ class VantaxHook(BaseHook):
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
         self._turn = itertools.count()
         self._ssl_context: ssl.SSLContext | None = None
+        self._replayed = False  # the last sync answer was an idempotent replay (for the send log)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vantax_conn_id={self.vantax_conn_id!r})"
@@ -234,8 +235,10 @@ class VantaxHook(BaseHook):
         path, headers = create_call(request, idempotency_key)
         message = self._call("POST", path, json=request.to_body(), headers=headers)
         self.log.info(
-            "Vantax message %s created on %s (status %s).", message.id, request.channel, message.status
-        )
+            "Vantax message %s %s on %s (status %s).", message.id,
+            "replayed (already sent under this Idempotency-Key)" if self._replayed else "created",
+            request.channel, message.status,
+        )  # fmt: skip
         return message
 
     def get_message(self, conversation_id: str, message_id: str) -> Message:
@@ -342,10 +345,13 @@ class VantaxHook(BaseHook):
         attempt = Attempts(self.log, settings.retry, method, path, idempotent=has_idempotency_key(kwargs))
         while True:
             try:
-                outcome = read_answer(client.request(method, path, **kwargs), method, path, settings)
+                response = client.request(method, path, **kwargs)
+                outcome = read_answer(response, method, path, settings)
             except transport_errors() as exc:
                 outcome = transport_error(exc, method, path, settings)
             if not isinstance(outcome, VantaxError):
+                # A 200 with Idempotent-Replayed answers a POST the service had already created.
+                self._replayed = response.headers.get("Idempotent-Replayed", "").lower() == "true"
                 return outcome
             time.sleep(attempt.wait_or_raise(outcome))
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import copy
+from collections.abc import Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
+from vantax_provider._compat import template_dag
 from vantax_provider.contract import DEFAULT_CONN_ID, MESSAGE_FIELDS, omit_blank
 from vantax_provider.idempotency import derive_idempotency_key
+from vantax_provider.templating import TemplateFiles
 
 if TYPE_CHECKING:
     import jinja2
@@ -18,7 +21,7 @@ if TYPE_CHECKING:
     from vantax_provider.models import Channel, SendMessageRequest
 
 
-class VantaxNotifier(BaseNotifier):
+class VantaxNotifier(TemplateFiles, BaseNotifier):
     """
     Send a Vantax message as ``on_failure_callback``, ``on_success_callback`` or a DAG-level callback.
 
@@ -40,7 +43,6 @@ class VantaxNotifier(BaseNotifier):
     """
 
     template_fields: Sequence[str] = (*MESSAGE_FIELDS, "idempotency_key", "vantax_conn_id")
-    template_ext: Sequence[str] = (".txt", ".html", ".j2")
 
     def __init__(
         self,
@@ -68,11 +70,18 @@ class VantaxNotifier(BaseNotifier):
         self.idempotency_key = idempotency_key
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
-        dag = context.get("dag")
-        if jinja_env is None and dag is not None and not hasattr(dag, "get_template_env"):
-            # dag.test() hands DAG-level callbacks a serialized DAG, which cannot make a Jinja environment.
-            jinja_env = self.get_template_env()
+        if jinja_env is None:  # the DAG's environment (search path, macros, StrictUndefined)
+            dag = template_dag(context.get("dag"))
+            jinja_env = None if dag is None else dag.get_template_env()
         super().render_template_fields(context, jinja_env)
+
+    def __call__(self, *args: Any) -> None:
+        # Render into a copy: a notifier shared through default_args, or called twice, renders each
+        # call from its templates, not from the text of the first call.
+        super(VantaxNotifier, copy.copy(self)).__call__(*args)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return super(VantaxNotifier, copy.copy(self)).__await__()
 
     def _hook(self) -> VantaxHook:
         from vantax_provider.hooks.vantax import VantaxHook
@@ -112,13 +121,15 @@ class VantaxNotifier(BaseNotifier):
         run_id = getattr(ti, "run_id", None) or getattr(dag_run, "run_id", None) or ctx.get("run_id")
         if not dag_id or not run_id:
             return None  # e.g. a deadline alert without a run: no identity to derive from
-        if ti is not None:
+        if "reason" in ctx or ti is None:
+            # A DAG-level callback (its context has "reason", and may carry the last task instance):
+            # keyed by the DAG run, so it is never taken for a replay of that task's own alert. A
+            # cleared and re-run DAG run starts anew and alerts again.
+            who = f"#dag-notify-{ctx.get('reason', '')}-{getattr(dag_run, 'start_date', '')}"
+            map_index = None
+        else:
             who = f"{ti.task_id}#notify-try{getattr(ti, 'try_number', '')}"
             map_index = getattr(ti, "map_index", None)
-        else:
-            # A DAG-level callback: a cleared and re-run DAG run starts anew and alerts again.
-            who = f"#dag-notify-{getattr(dag_run, 'start_date', '')}"
-            map_index = None
         return derive_idempotency_key(
             dag_id=dag_id, task_id=who, run_id=run_id, map_index=map_index,
             conversation_id=request.conversation_id, body=request.to_body(),

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
-from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
+from vantax_provider._compat import (
+    AirflowException,
+    AirflowFailException,
+    default_deferrable,
+    keep_xcom_values_literal,
+)
 from vantax_provider.contract import DEFAULT_CONN_ID, MESSAGE_FIELDS, omit_blank
 from vantax_provider.operators import _state
+from vantax_provider.templating import TemplateFiles
 from vantax_provider.triggers._status import (
     TRANSIENT_ERRORS,
     Outcome,
@@ -28,6 +34,7 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
     from airflow.sdk.types import TaskInstanceKey
 
+    from vantax_provider.exceptions import VantaxValidationError
     from vantax_provider.hooks.vantax import VantaxHook
     from vantax_provider.models import Channel, Message, SendMessageRequest
 
@@ -35,27 +42,6 @@ __all__ = ["VantaxBulkSendMessageOperator", "VantaxConversationLink", "VantaxSen
 
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
-
-
-def _values_from_xcom_mapping(task: BaseOperator, context: Context) -> set[int]:
-    """
-    ids of field values that ``expand_kwargs(<XCom>)`` took from an upstream task's XCom.
-
-    Airflow renders those as templates (it treats every value of an ``expand_kwargs`` dict as
-    written by the DAG author), so a customer's name holding ``{{ ... }}`` would be rendered or
-    break the task.  Values from ``expand()`` and plain XComArgs are already left alone by Airflow.
-    """
-    if not getattr(task, "_BaseOperator__from_mapped", False):
-        return set()
-    try:
-        mapped: Any = context["dag"].task_dict[task.task_id]
-        expand_input = mapped._get_specified_expand_input()
-        partial = set(mapped.partial_kwargs)
-    except (AttributeError, KeyError, TypeError):  # not the Airflow internals this was written for
-        return set()
-    if type(expand_input).__name__ != "ListOfDictsExpandInput" or isinstance(expand_input.value, Sized):
-        return set()  # a literal list in the DAG file: the author's own templates, rendered as usual
-    return {id(getattr(task, name)) for name in task.template_fields if name not in partial}
 
 
 class VantaxConversationLink(BaseOperatorLink):
@@ -84,15 +70,16 @@ class VantaxConversationLink(BaseOperatorLink):
         return url.replace("{conversation_id}", path_segment(conversation_id)) if url else ""
 
 
-class VantaxSendMessageOperator(BaseOperator):
+class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
     """
     Send one Vantax message, and optionally wait until it is delivered.
 
     Every message field is templated; ``content`` and ``html`` may name a template file
-    (``.txt``, ``.html``, ``.j2``).  Values that arrive from XCom or params are sent as they are:
-    a name containing ``{{ ... }}`` is never rendered a second time.  The rendered message is
-    validated before any request; bad input, and a closed messaging window (422), fail the task
-    without Airflow retries.
+    (``.txt``, ``.html``, ``.j2``, no white space) in the DAG's template search path; any other
+    value is text, e.g. a link ending in ``.html``.  Values that arrive from XCom or params are
+    sent as they are: a name containing ``{{ ... }}`` is never rendered a second time.  The
+    rendered message is validated before any request; bad input, and a closed messaging window
+    (422), fail the task without Airflow retries.
 
     A retry of the task instance never sends twice: the ``Idempotency-Key`` is derived from the
     task instance and the request body, and on Airflow >= 3.3 the sent message id is kept in the
@@ -122,7 +109,6 @@ class VantaxSendMessageOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = (*MESSAGE_FIELDS, "idempotency_key", "vantax_conn_id")
-    template_ext: Sequence[str] = (".txt", ".html", ".j2")
     template_fields_renderers: ClassVar[dict[str, str]] = {"html": "html", "media_url": "json"}
     operator_extra_links = (VantaxConversationLink(),)
     ui_color = "#e8f0fe"
@@ -175,9 +161,12 @@ class VantaxSendMessageOperator(BaseOperator):
         jinja_env: Any,
         seen_oids: set[int],
     ) -> None:
-        if parent is self:
-            seen_oids = seen_oids | _values_from_xcom_mapping(self, context)
+        if parent is self:  # text that came from an XCom is data: never rendered (issue 15)
+            seen_oids = seen_oids | keep_xcom_values_literal(self, context)
         super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+
+    def template_file_error(self, error: VantaxValidationError) -> Exception:
+        return AirflowFailException(str(error))  # the same DAG files fail the same way on retry
 
     @cached_property
     def hook(self) -> VantaxHook:

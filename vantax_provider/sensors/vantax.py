@@ -13,6 +13,7 @@ from vantax_provider._compat import (
     AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
+    AirflowSkipException,
     default_deferrable,
 )
 from vantax_provider.contract import DEFAULT_CONN_ID
@@ -72,6 +73,11 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
         self.failure_statuses = sorted(status_set(failure_statuses))
         check_status_sets(frozenset(self.success_statuses), frozenset(self.failure_statuses))
         self.deferrable = default_deferrable() if deferrable is None else deferrable
+        if self.deferrable and float(self.poke_interval) <= 0:
+            raise ValueError(
+                f"poke_interval must be positive with deferrable=True (it is the trigger's poll "
+                f"interval), got {self.poke_interval!r}."
+            )
 
     @cached_property
     def hook(self) -> VantaxHook:
@@ -80,12 +86,12 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
         return VantaxHook(self.vantax_conn_id)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        from vantax_provider.exceptions import VantaxValidationError
+        from vantax_provider.exceptions import VantaxNotFoundError, VantaxValidationError
 
         try:
-            message = self.hook.get_message(self.conversation_id, self.message_id)
-        except VantaxValidationError as exc:
-            raise AirflowFailException(str(exc)) from exc
+            message = self.hook.get_message(*self._ids())
+        except (VantaxValidationError, VantaxNotFoundError) as exc:
+            raise AirflowFailException(str(exc)) from exc  # the same ids fail the same way on retry
         except TRANSIENT_ERRORS as exc:
             self.log.warning("Reading Vantax message %s failed; poking again later: %s", self.message_id, exc)
             return False
@@ -102,10 +108,39 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
             raise AirflowFailException(unknown_status_message(message.status, self.message_id))
         return False
 
+    def _ids(self) -> tuple[str, str]:
+        """The rendered ids, refused with a VantaxValidationError unless both are strings."""
+        from vantax_provider.exceptions import FieldError, VantaxValidationError
+
+        errors = [
+            FieldError(name, f"must be a string, got {type(value).__name__} ({value!r:.40})")
+            for name, value in (("conversation_id", self.conversation_id), ("message_id", self.message_id))
+            if not isinstance(value, str)
+        ]
+        if errors:
+            raise VantaxValidationError(errors)
+        return self.conversation_id, self.message_id
+
+    def _first_poke(self, context: Context) -> bool | PokeReturnValue:
+        """The deferrable mode's check in the worker, with the base sensor's soft_fail/never_fail rules."""
+        try:
+            return self.poke(context)
+        except AirflowSkipException:
+            raise
+        except (AirflowFailException, AirflowSensorTimeout) as exc:
+            raise self._give_up(exc) from exc
+        except Exception as exc:
+            if getattr(self, "silent_fail", False):
+                self.log.error("Sensor poke failed: %s", exc)
+                return False
+            if self.never_fail:
+                raise AirflowSkipException(f"Skipping due to never_fail is set to True: {exc}") from exc
+            raise
+
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        first = self.poke(context)
+        first = self._first_poke(context)
         if first:
             return first.xcom_value if isinstance(first, PokeReturnValue) else None
         from vantax_provider.triggers.vantax import VantaxMessageStatusTrigger
@@ -131,9 +166,20 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
                 "status": event.get("delivery_status"),
             }
         if status in ("failure", "unknown"):
-            raise AirflowFailException(text)
+            raise self._give_up(AirflowFailException(text))
         if status == "timeout":
-            raise AirflowSensorTimeout(text)
+            raise self._give_up(AirflowSensorTimeout(text))
         if status == "error":
-            raise AirflowException(text)
-        raise AirflowException(f"Unexpected status {status!r} in the Vantax trigger's event: {text}")
+            raise self._give_up(AirflowException(text))
+        raise self._give_up(
+            AirflowException(f"Unexpected status {status!r} in the Vantax trigger's event: {text}")
+        )
+
+    def _give_up(self, exc: Exception) -> Exception:
+        """A skip instead of ``exc`` under soft_fail or never_fail (Airflow 3.1 skips only on soft_fail)."""
+        if self.soft_fail or self.never_fail:
+            flag = "soft_fail" if self.soft_fail else "never_fail"
+            skip = AirflowSkipException(f"Skipping due to {flag} is set to True: {exc}")
+            skip.__cause__ = exc
+            return skip
+        return exc

@@ -1,0 +1,89 @@
+"""
+The Airflow internals behind ``keep_xcom_values_literal`` (issue 15, item 1), on every supported
+Airflow: these tests break when a new Airflow maps tasks differently, before customers' text is
+rendered by mistake.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from vantax_provider._compat import AirflowException, keep_xcom_values_literal
+from vantax_provider.operators.vantax import VantaxSendMessageOperator as Send
+
+
+def _dag() -> Any:
+    from airflow.sdk import DAG, task
+
+    with DAG("compat_mapping", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
+
+        @task
+        def rows() -> list[dict[str, str]]:
+            return []
+
+        @task
+        def texts() -> list[str]:
+            return []
+
+        @task
+        def text() -> str:
+            return ""
+
+        Send.partial(task_id="kwargs_xcom", channel="facebook").expand_kwargs(rows())
+        Send.partial(task_id="kwargs_list", channel="facebook").expand_kwargs(
+            [{"conversation_id": "c", "content": "Day {{ ds }}"}, rows()]  # type: ignore[list-item]
+        )
+        Send.partial(task_id="expand", channel="facebook", conversation_id="c").expand(content=texts())
+        Send.partial(task_id="literal", channel="facebook", conversation_id="c").expand(content=["{{ ds }}"])
+        Send.partial(task_id="partial", channel="facebook", content=text()).expand(conversation_id=["c"])
+    return dag
+
+
+def _keep(dag: Any, task_id: str, map_index: int, **values: Any) -> tuple[Any, set[int]]:
+    task = dag.task_dict[task_id].unmap(values)
+    return task, keep_xcom_values_literal(task, {"dag": dag, "ti": SimpleNamespace(map_index=map_index)})
+
+
+def test_values_from_xcom_are_kept_and_the_authors_templates_are_not() -> None:
+    dag = _dag()
+    task, keep = _keep(dag, "kwargs_xcom", 0, conversation_id="c", content="Hi {{ x }}")
+    assert {id(task.conversation_id), id(task.content)} <= keep and id(task.channel) not in keep
+
+    task, keep = _keep(dag, "kwargs_list", 0, conversation_id="c", content="Day {{ ds }}")
+    assert keep == set()  # a literal dict: the author's own templates
+    task, keep = _keep(dag, "kwargs_list", 1, conversation_id="c", content="Hi {{ x }}")
+    assert id(task.content) in keep and id(task.channel) not in keep  # a dict from an XCom
+
+    task, keep = _keep(dag, "expand", 0, content="Hi {{ x }}")
+    assert id(task.content) in keep and id(task.conversation_id) not in keep
+    task, keep = _keep(dag, "literal", 0, content="{{ ds }}")
+    assert keep == set()
+
+
+def test_an_xcomarg_in_partial_is_resolved_as_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk import XComArg
+
+    dag = _dag()
+    task = dag.task_dict["partial"].unmap({"conversation_id": "c"})
+    assert isinstance(task.content, XComArg)
+    monkeypatch.setattr(type(task.content), "resolve", lambda self, context: "Hi {{ x }}")
+    keep = keep_xcom_values_literal(task, {"dag": dag, "ti": SimpleNamespace(map_index=0)})
+    assert task.content == "Hi {{ x }}" and id(task.content) in keep
+
+
+def test_a_change_in_the_internals_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    dag = _dag()
+    task = dag.task_dict["kwargs_xcom"].unmap({"conversation_id": "c", "content": "x"})
+    context = {"dag": dag, "ti": SimpleNamespace(map_index=0)}
+    monkeypatch.setattr(MappedOperator, "_get_specified_expand_input", lambda self: object())
+    with pytest.raises(AirflowException, match=r"maps tasks differently.*has no value"):
+        keep_xcom_values_literal(task, context)
+    monkeypatch.delattr(MappedOperator, "_get_specified_expand_input")
+    with pytest.raises(AirflowException, match="has no _get_specified_expand_input"):
+        keep_xcom_values_literal(task, context)
