@@ -267,8 +267,8 @@ def test_single_send(
     context = make_context("send", store=MemoryStateStore())
     ok, error = _run(lambda: op.execute(context))
     _wait_out_stalls(fault)
-    if ok:  # the message the task reports is the last one created (the only one with dedup)
-        assert context["ti"].xcoms["message_id"] == emu.messages()[-1]["id"]
+    if ok:  # the message the task reports is one the server created (the only one, with dedup)
+        assert context["ti"].xcoms["message_id"] in [m["id"] for m in emu.messages()]
     observed = Observed(
         ok, error, attempts(emu, conv, "POST"), created_per_conversation(emu)[conv], {}, lasting
     )
