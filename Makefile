@@ -14,7 +14,7 @@ CONSTRAINTS31 := requirements/constraints-airflow-3.1.txt
 STAMP31 := $(VENV31)/.installed
 # What the style gates look at (only the folders that exist).
 LINT_PATHS = $(wildcard vantax_provider tests example_dags bench demo tools)
-# The unit suite: no slow or end-to-end tests.
+# The Airflow 3.1 run: no slow and no end-to-end tests.
 UNIT_MARKERS := not slow and not e2e
 # Keep tests and tools off any Airflow home the user may have.
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
@@ -46,6 +46,8 @@ demo: $(STAMP)
 # Airflow last, so that pytest's closing summary is the last line printed.
 test: lint format-check typecheck imports docs test-airflow-3.1 test-unit
 
+# Every test not marked slow, on the pinned Airflow: unit tests, the docs examples, the fault matrix,
+# and the end-to-end scheduler/triggerer test (marked e2e, not slow).
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
@@ -58,7 +60,8 @@ test-airflow-3.1: $(STAMP31)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
-# What .ci/run adds after `make test`: the tests marked slow (browser, packaging, soak, crashes).
+# What .ci/run runs after `make test`, whatever its result: the tests marked slow (the connection
+# form in a browser, installing the wheel, the soak, the crash tests).
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 

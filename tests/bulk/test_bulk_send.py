@@ -91,7 +91,8 @@ def test_sandbox_blocks_unsafe_attribute_access(emu, context) -> None:  # type: 
     op = _op(_recipients(3), content="{{ recipient.__class__.__mro__ }}", max_failure_ratio=1.0)
     result = op.execute(context())
     assert result["invalid"] == 3 and emu.stats()["requests"] == 0
-    assert "SecurityError" in result["outcomes"][0]["error"] or "unsafe" in result["outcomes"][0]["error"]
+    error = result["outcomes"][0]["error"]
+    assert "could not be rendered: SecurityError" in error and "'__class__'" in error, error
 
 
 def test_validation_failures_are_reported_and_not_sent(emu, context) -> None:  # type: ignore[no-untyped-def]

@@ -631,3 +631,40 @@ def test_handles_concurrent_clients(emu: Emulator) -> None:
         list(pool.map(worker, range(10)))
     # Ten workers, keys shared by pairs: 50 distinct keys, each created once and replayed once.
     assert emu.stats()["created"] == 50 and emu.stats()["replayed"] == 50
+
+
+# -- bounded memory ---------------------------------------------------------------------------
+
+
+def test_messages_are_capped_oldest_first_with_their_keys() -> None:
+    """--max-messages: the oldest message and its idempotency record go first; memory stays bounded."""
+    with (
+        running_emulator(max_messages=3) as small,
+        httpx.Client(base_url=small.url, headers=auth(small), timeout=5.0) as c,
+    ):
+        ids = []
+        for i in range(5):
+            answer = send(c, conversation_id=f"conv_{i}", headers={"Idempotency-Key": f"key-{i}"})
+            assert answer.status_code == 201
+            ids.append(answer.json()["data"]["id"])
+        stats = small.stats()
+        assert [m["id"] for m in small.messages()] == ids[2:]
+        assert (stats["messages"], stats["evicted"], stats["idempotency_records"]) == (3, 2, 3)
+        assert stats["created"] == 5 and stats["max_messages"] == 3
+        # An evicted message is gone for reads, and its key no longer replays it: a new one is made.
+        assert c.get(f"{create_path('conv_0')}/{ids[0]}").status_code == 404
+        again = send(c, conversation_id="conv_0", headers={"Idempotency-Key": "key-0"})
+        assert again.status_code == 201 and again.json()["data"]["id"] != ids[0]
+        # A key whose message is still kept replays it.
+        kept = send(c, conversation_id="conv_4", headers={"Idempotency-Key": "key-4"})
+        assert kept.status_code == 200 and kept.json()["data"]["id"] == ids[4]
+        assert small.stats()["messages"] == 3 and small.stats()["idempotency_records"] == 3
+
+
+def test_the_default_cap_and_a_bad_one(emu: Emulator) -> None:
+    assert emu.stats()["max_messages"] == 100_000
+    bad = subprocess.run(
+        [sys.executable, "-m", "vantax_provider.emulator", "--port", "0", "--max-messages", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--max-messages: must be at least 1, got 0" in bad.stderr

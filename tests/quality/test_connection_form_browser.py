@@ -147,6 +147,7 @@ def _visible_fields(browser: Browser, labels: tuple[str, ...]) -> dict[str, dict
     return found if all(f and f.get("visible") for f in found.values()) else None
 
 
+@pytest.mark.slow  # an api-server and headless Chromium: over a minute on two cores
 @pytest.mark.single_env
 def test_the_add_connection_form_shows_the_vantax_fields_with_their_labels(
     browser_paths: tuple[str, str], api_server: str, tmp_path: Path

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -51,6 +52,43 @@ def test_wheel_and_sdist_pass_twine_check(dist: Path) -> None:
     assert "provider_info = vantax_provider.get_provider_info:get_provider_info" in text
 
 
+@pytest.mark.single_env
+def test_what_the_wheel_and_the_sdist_contain(dist: Path) -> None:
+    (wheel,) = dist.glob("*.whl")
+    (sdist,) = dist.glob("*.tar.gz")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names}
+    assert top == {"vantax_provider", "airflow_provider_vantax-0.1.0.dist-info"}, top
+    license_text = (REPO / "LICENSE").read_text()
+    assert license_text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in license_text
+    assert "END OF TERMS AND CONDITIONS" in license_text
+    dist_info = "airflow_provider_vantax-0.1.0.dist-info/"
+    assert zipfile.ZipFile(wheel).read(dist_info + "licenses/LICENSE").decode() == license_text
+    metadata = zipfile.ZipFile(wheel).read(dist_info + "METADATA").decode()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    # What the wheel declares is what the test suite runs on: Python 3.11, Airflow 3.1.1 and up.
+    pythons = {
+        line.rsplit(" ", 1)[1]
+        for line in metadata.splitlines()
+        if line.startswith("Classifier: Programming Language :: Python :: 3.")
+    }
+    assert pythons == {"3.11"}
+    assert not [n for n in names if n.endswith((".pyc", ".orig", ".rej"))]
+    # Every module of the package ships, the emulator included.
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "vantax_provider").rglob("*.py")}
+    assert modules <= set(names), sorted(modules - set(names))
+
+    with tarfile.open(sdist) as archive:
+        members = {m.name.split("/", 1)[1] for m in archive.getmembers() if "/" in m.name}
+    for needed in ("LICENSE", "README.md", "pyproject.toml", "vantax_provider/__init__.py",
+                   "example_dags/example_vantax_outreach.py", "example_dags/data/contacts.csv",
+                   "docs/installation.md", "requirements/constraints.txt", "mkdocs.yml"):  # fmt: skip
+        assert needed in members, needed
+    assert modules <= members
+    assert not [m for m in members if m.startswith((".venv", "site/", "dist/")) or "__pycache__" in m]
+
+
+@pytest.mark.slow  # builds a virtualenv with Airflow in it: about a minute or more
 @pytest.mark.single_env
 def test_the_installed_wheel_registers_the_provider_with_airflow(dist: Path, tmp_path: Path) -> None:
     (wheel,) = dist.glob("*.whl")

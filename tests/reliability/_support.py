@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.doubles import FakeTI, StateStore
 from vantax_provider.emulator.testing import Emulator
 
 #: Connection extras for fast retries: 2 repeats, 10 ms first backoff, 0.5 s read timeout.
@@ -50,42 +51,15 @@ def summary_lines() -> list[str]:
     return lines
 
 
-class MemoryStateStore:
-    """A dict standing in for Airflow 3.3's ``task_state_store`` (it survives a task's tries)."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        self.values[key] = value
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
-
-
-@dataclass
-class FakeTI:
-    """The task-instance attributes the operators read, with XCom pushes recorded."""
-
-    dag_id: str = "reliability"
-    task_id: str = "send"
-    run_id: str = "manual__reliability"
-    map_index: int = -1
-    try_number: int = 1
-    xcoms: dict[str, Any] = field(default_factory=dict)
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = value
+MemoryStateStore = StateStore  # the shared JSON round-tripping double
 
 
 def make_context(
     task_id: str, *, store: MemoryStateStore | None = None, try_number: int = 1
 ) -> dict[str, Any]:
     """A task context with a ``ti`` and, when given, a state store (as on Airflow 3.3)."""
-    context: dict[str, Any] = {"ti": FakeTI(task_id=task_id, try_number=try_number), "params": {}}
+    ti = FakeTI(dag_id="reliability", task_id=task_id, run_id="manual__reliability", try_number=try_number)
+    context: dict[str, Any] = {"ti": ti, "params": {}}
     if store is not None:
         context["task_state_store"] = store
     return context

@@ -86,10 +86,14 @@ def _kill(pid_file: Path) -> int:
 
 
 def _scan_for_key(home: Path) -> list[str]:
-    found = []
+    found, task_logs = [], 0
     for path in home.rglob("*"):
-        if path.is_file() and KEY.encode() in path.read_bytes():
-            found.append(str(path.relative_to(home)))
+        if path.is_file():
+            task_logs += "dag_id=vx_crash_" in str(path)
+            if KEY.encode() in path.read_bytes():
+                found.append(str(path.relative_to(home)))
+    # The scan covers the task logs of both DAGs (each try writes one), not an empty folder.
+    assert task_logs >= 4, f"only {task_logs} task log files of vx_crash_* under {home}"
     return found
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.reliability._support import (
+    MAX_ATTEMPTS,
     MemoryStateStore,
     attempts,
     created_per_conversation,
@@ -125,6 +126,41 @@ WAIT_CASES: list[tuple[str, bool, str, int, str | None, bool]] = [
 ]
 
 
+# Faults after which the message exists although the client saw a failure (an "ambiguous" failure):
+# a repeat creates a second message unless the service deduplicates by Idempotency-Key.
+AMBIGUOUS = {"500-after", "502-after", "503-after", "504-after", "stall", "drop-after", "malformed-after"}
+
+# The emulator as a service that honours Idempotency-Key (our assumption) and as one that does not.
+MODES = [pytest.param(True, id="dedup"), pytest.param(False, id="no-dedup")]
+
+# The bulk result must flag a failed recipient whose message may exist (``maybe_sent``); today
+# only transport errors do, not a 5xx or a malformed 2xx answer after creation (helper 'bulk').
+NOT_FLAGGED_MAYBE_SENT = {"500-after", "502-after", "503-after", "504-after", "malformed-after"}
+
+
+def _created_without_dedup(name: str, lasting: bool, created: int) -> int:
+    """Without deduplication every attempt after an ambiguous failure creates one more message."""
+    if name not in AMBIGUOUS:
+        return created
+    return MAX_ATTEMPTS if lasting else 2
+
+
+def _bulk_cases() -> list[Any]:
+    out = []
+    for case, case_id in zip(SEND_CASES, _ids(SEND_CASES), strict=True):
+        marks = []
+        if case[1] and case[0] in NOT_FLAGGED_MAYBE_SENT:
+            marks.append(
+                pytest.mark.xfail(
+                    strict=True,
+                    reason="a recipient failed by a 5xx/malformed answer after creation is not "
+                    "reported as maybe_sent (bulk outcome; fixed by helper 'bulk')",
+                )
+            )
+        out.append(pytest.param(*case, id=case_id, marks=marks))
+    return out
+
+
 def _ids(cases: list[tuple[str, bool, str, int, str | None, bool]]) -> list[str]:
     return [f"{c[0]}-{'lasting' if c[1] else 'once'}" for c in cases]
 
@@ -136,6 +172,11 @@ class Observed:
     tries: int
     created: int
     others_created: dict[str, int]
+    lasting: bool = False
+
+
+def lasting_of(observed: Observed) -> bool:
+    return observed.lasting
 
 
 def _inject(emu: Emulator, fault: Fault, lasting: bool, method: str, conversation_id: str) -> None:
@@ -163,18 +204,29 @@ def _check(
     pattern: str | None,
     airflow_may_retry: bool,
     emu: Emulator,
+    dedup: bool = True,
 ) -> None:
-    f = figures(suite)
+    f = figures(suite if dedup else suite + "/no-dedup")
     f.cases += 1
-    f.faults_applied += sum(rule["hits"] for rule in emu.faults()) + (fault.name == "422")
+    hits = sum(rule["hits"] for rule in emu.faults())
+    f.faults_applied += hits + (fault.name == "422")
     counts = created_per_conversation(emu)
-    f.duplicates += sum(max(0, n - 1) for n in counts.values())
+    duplicates = sum(max(0, n - 1) for n in counts.values())
+    f.duplicates += duplicates
     got_class = outcome_class(observed.ok, observed.tries)
     assert got_class == expected_class, (
         f"{fault.name}: {got_class} after {observed.tries} attempts: {observed.error!r}"
     )
-    assert observed.created == expected_created
-    assert all(n <= 1 for n in counts.values()), f"a message was created twice: {dict(counts)}"
+    if dedup:
+        assert observed.created == expected_created
+        assert all(n <= 1 for n in counts.values()), f"a message was created twice: {dict(counts)}"
+    else:
+        # Without the service's help: exactly one extra message per repeat after an ambiguous
+        # failure, and never more duplicates than ambiguous failures were injected.
+        ambiguous = hits if fault.name in AMBIGUOUS else 0
+        f.extra["ambiguous"] = f.extra.get("ambiguous", 0) + ambiguous
+        assert observed.created == _created_without_dedup(fault.name, lasting_of(observed), expected_created)
+        assert duplicates <= ambiguous, (dict(counts), ambiguous)
     assert all(n == 1 for n in observed.others_created.values()), observed.others_created
     if pattern is None:
         assert observed.error is None
@@ -197,42 +249,46 @@ def _wait_out_stalls(fault: Fault) -> None:
 # -- the single-send operator -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dedup", MODES)
 @pytest.mark.parametrize(
     ("name", "lasting", "klass", "created", "pattern", "retry"), SEND_CASES, ids=_ids(SEND_CASES)
 )
 def test_single_send(
     vantax_emulator: Emulator, fast_conn: Callable[..., str],
-    name: str, lasting: bool, klass: str, created: int, pattern: str | None, retry: bool,
+    name: str, lasting: bool, klass: str, created: int, pattern: str | None, retry: bool, dedup: bool,
 ) -> None:  # fmt: skip
     from vantax_provider.operators.vantax import VantaxSendMessageOperator
 
     fast_conn()
     emu, fault, conv = vantax_emulator, F[name], f"conv_single_{name}"
+    emu.configure(deduplicate=dedup)
     _inject(emu, fault, lasting, "POST", conv)
     op = VantaxSendMessageOperator(task_id="send", conversation_id=conv, channel="facebook", content="Hello")
     context = make_context("send", store=MemoryStateStore())
     ok, error = _run(lambda: op.execute(context))
     _wait_out_stalls(fault)
-    if ok:
-        assert context["ti"].xcoms["message_id"] == emu.messages()[0]["id"]
-    observed = Observed(ok, error, attempts(emu, conv, "POST"), created_per_conversation(emu)[conv], {})
-    _check("fault-matrix/single-send", observed, fault, klass, created, pattern, retry, emu)
+    if ok:  # the message the task reports is one the server created (the only one, with dedup)
+        assert context["ti"].xcoms["message_id"] in [m["id"] for m in emu.messages()]
+    observed = Observed(
+        ok, error, attempts(emu, conv, "POST"), created_per_conversation(emu)[conv], {}, lasting
+    )
+    _check("fault-matrix/single-send", observed, fault, klass, created, pattern, retry, emu, dedup)
 
 
 # -- the bulk operator --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("name", "lasting", "klass", "created", "pattern", "retry"), SEND_CASES, ids=_ids(SEND_CASES)
-)
+@pytest.mark.parametrize("dedup", MODES)
+@pytest.mark.parametrize(("name", "lasting", "klass", "created", "pattern", "retry"), _bulk_cases())
 def test_bulk_send(
     vantax_emulator: Emulator, fast_conn: Callable[..., str],
-    name: str, lasting: bool, klass: str, created: int, pattern: str | None, retry: bool,
+    name: str, lasting: bool, klass: str, created: int, pattern: str | None, retry: bool, dedup: bool,
 ) -> None:  # fmt: skip
     from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
 
     fast_conn()
     emu, fault = vantax_emulator, F[name]
+    emu.configure(deduplicate=dedup)
     victim = f"conv_bulk_{name}"
     recipients = [{"conv": f"conv_bystander_{i}", "name": f"n{i}"} for i in range(4)]
     recipients.insert(2, {"conv": victim, "name": "victim"})
@@ -251,14 +307,18 @@ def test_bulk_send(
     else:
         # The whole batch ran: the failure is reported per recipient and in the task's error.
         failed = context["ti"].xcoms["vantax_bulk_result"]
-        assert [o["conversation_id"] for o in failed["outcomes"] if o["outcome"] == "failed"] == [victim]
+        [outcome] = [o for o in failed["outcomes"] if o["outcome"] == "failed"]
+        assert outcome["conversation_id"] == victim
         assert "1 of 5 Vantax recipients failed" in str(error)
+        # A failed recipient whose message exists on the server is flagged as possibly sent.
+        if counts[victim] > 0:
+            assert outcome.get("maybe_sent") is True, (outcome, counts[victim])
     others = {r["conv"]: counts[r["conv"]] for r in recipients if r["conv"] != victim}
     # A batch fails by its failure policy with a retryable error whatever the recipients' reasons
     # (a retry re-sends only the unsent ones), so a closed window does not stop Airflow's retry.
     retry = retry or name == "422"
-    observed = Observed(ok, error, attempts(emu, victim, "POST"), counts[victim], others)
-    _check("fault-matrix/bulk-send", observed, fault, klass, created, pattern, retry, emu)
+    observed = Observed(ok, error, attempts(emu, victim, "POST"), counts[victim], others, lasting)
+    _check("fault-matrix/bulk-send", observed, fault, klass, created, pattern, retry, emu, dedup)
 
 
 # -- the status sensor --------------------------------------------------------------------------

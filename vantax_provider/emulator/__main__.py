@@ -20,7 +20,7 @@ import uvicorn
 
 from vantax_provider.emulator import API_KEY_ENV, new_api_key
 from vantax_provider.emulator.app import EmulatorApp
-from vantax_provider.emulator.state import Settings, Store
+from vantax_provider.emulator.state import DEFAULT_MAX_MESSAGES, Settings, Store
 
 DEFAULT_PORT = 8040
 URL_PREFIX = "VANTAX_EMULATOR_URL="
@@ -31,6 +31,13 @@ class _HideDropErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "returned without completing response" not in record.getMessage()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         "--ignore-idempotency-keys",
         action="store_true",
         help="act as a service that does not deduplicate: every POST creates a message",
+    )
+    parser.add_argument(
+        "--max-messages",
+        type=_positive_int,
+        default=DEFAULT_MAX_MESSAGES,
+        help=f"messages kept; the oldest go first, with their keys (default {DEFAULT_MAX_MESSAGES})",
     )
     parser.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug", "trace"]
@@ -91,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not api_key:
         api_key = new_api_key()
         print(f"{API_KEY_ENV}={api_key}", flush=True)  # a throw-away local key: the user needs to see it
-    app = EmulatorApp(Store(api_key, settings))
+    app = EmulatorApp(Store(api_key, settings, max_messages=args.max_messages))
 
     # Bind ourselves so that port 0 works and the real port is known before announcing it.
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET

@@ -14,6 +14,8 @@ from vantax_provider.emulator import rules
 from vantax_provider.emulator.faults import FaultRule, parse_rule
 
 LOG_LIMIT = 100_000
+#: Messages kept by default (about 2.4 KB each); older ones are evicted first, their keys with them.
+DEFAULT_MAX_MESSAGES = 100_000
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,14 @@ class Store:
 
     :param api_key: the only accepted bearer token.
     :param settings: initial settings; ``reset()`` returns to them.
+    :param max_messages: most messages kept; the oldest is evicted first, with its idempotency record.
     """
 
-    def __init__(self, api_key: str, settings: Settings) -> None:
+    def __init__(self, api_key: str, settings: Settings, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1, got {max_messages!r}")
         self.api_key = api_key
+        self.max_messages = max_messages
         self.initial_settings = settings
         self.settings = settings
         self.messages: dict[str, Message] = {}
@@ -214,7 +220,19 @@ class Store:
         if key is not None:
             self._idempotency[(self.api_key, key)] = _Replay(conversation_id, canonical_body, message)
         self.counts["created"] += 1
+        while len(self.messages) > self.max_messages:
+            self._evict_oldest()
         return message
+
+    def _evict_oldest(self) -> None:
+        """Forget the oldest message (dicts keep insertion order) and the key record that names it."""
+        oldest = self.messages.pop(next(iter(self.messages)))
+        if oldest.idempotency_key is not None:
+            record_key = (self.api_key, oldest.idempotency_key)
+            record = self._idempotency.get(record_key)
+            if record is not None and record.message is oldest:
+                del self._idempotency[record_key]
+        self.counts["evicted"] += 1
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -260,6 +278,9 @@ class Store:
             "responses": dict(self.responses),
             "nulls_received": counts["nulls_received"],
             "messages": len(self.messages),
+            "evicted": counts["evicted"],
+            "idempotency_records": len(self._idempotency),
+            "max_messages": self.max_messages,
             "log_entries": len(self.log),
         }
 

@@ -201,12 +201,14 @@ def running_emulator(
     stop_grace: float = 5.0,
     log_level: str = "warning",
     deduplicate: bool = True,
+    max_messages: int | None = None,
 ) -> Iterator[Emulator]:
     """
     Start the emulator in a subprocess, yield a handle, and stop it (SIGTERM, then kill) on exit.
 
     ``api_key`` None makes a random test key (``emu.api_key``); the child gets it by environment.
     ``deduplicate=False`` starts it as a service that ignores ``Idempotency-Key``.
+    ``max_messages`` caps the messages it keeps (None: the emulator's default, 100,000).
     """
     command = [
         sys.executable, "-m", "vantax_provider.emulator",
@@ -214,6 +216,7 @@ def running_emulator(
         "--latency-ms", str(latency_ms), "--queued-seconds", str(queued_seconds),
         "--sent-seconds", str(sent_seconds), "--log-level", log_level,
         *([] if deduplicate else ["--ignore-idempotency-keys"]),
+        *([] if max_messages is None else ["--max-messages", str(max_messages)]),
     ]  # fmt: skip
     with tempfile.TemporaryFile() as stderr:
         api_key = api_key or new_api_key()

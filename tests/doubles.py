@@ -1,0 +1,46 @@
+"""
+The test doubles shared by every suite that calls an operator's ``execute`` directly: one task
+instance and one ``task_state_store``. Tests that need the real thing run a DAG instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FakeTI:
+    """The task-instance attributes the operators read, with XCom pushes recorded in ``xcoms``."""
+
+    dag_id: str = "test_dag"
+    task_id: str = "send"
+    run_id: str = "manual__1"
+    map_index: int = -1
+    try_number: int = 1
+    xcoms: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+
+class StateStore:
+    """
+    Airflow 3.3's ``task_state_store`` for one task instance: values go in and come out as JSON,
+    as in the real store, so a value that would not survive the database does not survive here.
+    """
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.writes = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(self.data[key]) if key in self.data else default
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        self.data[key] = json.dumps(value)
+        self.writes += 1
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
