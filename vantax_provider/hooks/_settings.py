@@ -29,6 +29,10 @@ class VantaxSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     default_from_phone_number_id: str | None = None
     dashboard_url: str | None = None
+    #: The account's rate limit (requests per second, all senders together); None for none.
+    rate_limit: float | None = None
+    #: The fraction of ``rate_limit`` one sender starts at before adapting (AIMD).
+    rate_limit_share: float = 1.0
 
 
 def _is_loopback(host: str) -> bool:
@@ -74,6 +78,13 @@ def _number(extra: dict[str, Any], name: str, default: float, *, minimum: float 
     return number
 
 
+def _share(extra: dict[str, Any]) -> float:
+    share = _number(extra, "rate_limit_share", 1.0, minimum=0.0)
+    if not 0 < share <= 1:
+        raise VantaxConfigurationError("Connection extra 'rate_limit_share' must be in (0, 1].")
+    return share
+
+
 def settings_from_connection(conn: Connection) -> VantaxSettings:
     """Read and check a Vantax connection."""
     if not conn.password:
@@ -95,6 +106,8 @@ def settings_from_connection(conn: Connection) -> VantaxSettings:
         retry=retry,
         default_from_phone_number_id=extra.get("default_from_phone_number_id") or None,
         dashboard_url=extra.get("dashboard_url") or None,
+        rate_limit=_number(extra, "rate_limit", 0.0, minimum=0.0) or None,
+        rate_limit_share=_share(extra),
     )
 
 
