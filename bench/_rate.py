@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,10 +44,22 @@ def measure(
     gate = Path(tempfile.mkdtemp(prefix="vantax-rate-"))
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench._rate", "worker", f"conv_rate_{i}", str(per_process),
-             str(concurrency), str(gate)],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "bench._rate",
+                "worker",
+                f"conv_rate_{i}",
+                str(per_process),
+                str(concurrency),
+                str(gate),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(processes)
     ]
     # Start together: each process imports Airflow and builds its operator, then waits for "go".

@@ -139,7 +139,9 @@ class PostgresServer:
             if self.process is not None and self.process.poll() is not None:
                 raise ClusterError(f"postgres exited {self.process.returncode}:\n{self.tail()}")
             try:
-                psycopg2.connect(host="127.0.0.1", port=self.port, user=POSTGRES_USER, dbname="postgres").close()
+                psycopg2.connect(
+                    host="127.0.0.1", port=self.port, user=POSTGRES_USER, dbname="postgres"
+                ).close()
                 return
             except psycopg2.OperationalError:
                 time.sleep(0.2)
@@ -279,8 +281,9 @@ class CeleryCluster(AirflowCluster):
         log_path = self.home / "logs" / f"{name}.log"
         log_file = log_path.open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "airflow", "celery", "worker", "--concurrency", str(self.worker_concurrency),
-             "--celery-hostname", f"{name}@%h", "--skip-serve-logs"],
+            [sys.executable, "-m", "airflow", "celery", "worker",
+             "--concurrency", str(self.worker_concurrency), "--celery-hostname", f"{name}@%h",
+             "--skip-serve-logs"],
             env={**self.env, "VANTAX_E2E_WORKER": name}, stdout=log_file, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=self.home,
         )  # fmt: skip
@@ -354,7 +357,9 @@ class CeleryCluster(AirflowCluster):
         )  # fmt: skip
         return {int(m): (h, p, t) for m, h, p, t in rows}
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, key: str = "return_value") -> Any:
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, key: str = "return_value"
+    ) -> Any:
         import json
 
         rows = self.query(

@@ -101,7 +101,9 @@ def _wait_all_runs(cluster: CeleryCluster, dag_ids: list[str], timeout: float) -
         states: dict[str, list[str]] = {}
         for dag_id, state in rows:
             states.setdefault(dag_id, []).append(state)
-        if set(states) == set(dag_ids) and all(s in ("success", "failed") for v in states.values() for s in v):
+        if set(states) == set(dag_ids) and all(
+            s in ("success", "failed") for v in states.values() for s in v
+        ):
             return states
         if time.monotonic() > deadline:
             raise AssertionError(f"runs not finished within {timeout}s: {states}\n{cluster.dump_logs()}")
@@ -123,8 +125,14 @@ def test_example_dags_run_on_celery(cluster: tuple[CeleryCluster, Any]) -> None:
     assert max(per_key.values()) == 1
 
 
-def _chunk_of(conversation_id: str) -> int:
-    return int(conversation_id.rsplit("_", 1)[1]) // CHUNK
+def _per_chunk(emu: Any, tag: str = "kill") -> Counter[int]:
+    """Messages created so far per chunk of the run tagged ``tag`` (the example DAGs' runs aside)."""
+    prefix = f"conv_{tag}_"
+    return Counter(
+        int(m["conversation_id"].removeprefix(prefix)) // CHUNK
+        for m in emu.messages()
+        if m["conversation_id"].startswith(prefix)
+    )
 
 
 def _run_outreach(deployment: CeleryCluster, tag: str) -> str:
@@ -209,13 +217,13 @@ def _kill_a_worker_mid_chunk(
             DAG_ID, run_id,
         )  # fmt: skip
         if running:
-            per_chunk = Counter(_chunk_of(m["conversation_id"]) for m in emu.messages())
+            per_chunk = _per_chunk(emu)
             partial = [(m, h) for m, h in running if 100 <= per_chunk.get(m, 0) <= CHUNK - 150]
             if partial:
                 victim = partial[0][1]
                 deployment.kill_worker(victim)
                 time.sleep(2)  # requests in flight when it died may still land
-                per_chunk = Counter(_chunk_of(m["conversation_id"]) for m in emu.messages())
+                per_chunk = _per_chunk(emu)
                 return victim, {m: per_chunk.get(m, 0) for m, h in running if h == victim}
         time.sleep(0.5)
     raise AssertionError(f"no chunk was seen part-sent within {timeout}s\n{deployment.dump_logs()}")

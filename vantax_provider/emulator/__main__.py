@@ -59,7 +59,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the account's limit in API requests per second; over it, 429 with Retry-After (0: none)",
     )
     parser.add_argument(
-        "--rate-burst", type=float, default=0.0, help="requests the limit lets through at once (0: one second's)"
+        "--rate-burst",
+        type=float,
+        default=0.0,
+        help="requests the limit lets through at once (0: one second's)",
     )
     parser.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug", "trace"]
