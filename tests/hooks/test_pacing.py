@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 
 import pytest
@@ -29,8 +28,10 @@ def starts(pacer: AsyncPacer, n: int, pause_after: int | None = None, pause: flo
 
 def test_rate_limit_spaces_starts() -> None:
     t = starts(AsyncPacer(rate_limit=50), 11)
-    gaps = [b - a for a, b in itertools.pairwise(t)]
-    assert min(gaps) >= 0.018  # 1/50 s, less timer slack
+    # The i-th start comes no sooner than i/50 s after the first (less timer slack).  Not a bound
+    # on each gap: on a loaded machine the loop may wake two overdue sleepers back to back, which
+    # only ever makes starts later, never earlier.
+    assert all(t[i] >= i / 50 - 0.002 for i in range(len(t))), t
     assert t[-1] >= 0.19
 
 
