@@ -319,13 +319,34 @@ class CeleryCluster(AirflowCluster):
             time.sleep(0.5)
         raise ClusterError(f"Celery worker {name} was not ready within {timeout}s\n{self.dump_logs()}")
 
-    def kill_worker(self, name: str) -> None:
-        """SIGKILL a worker's whole process group (its pool and task processes too): a lost machine."""
+    def kill_worker(self, name: str) -> list[int]:
+        """
+        SIGKILL a worker and every process under it, as a lost machine would: the pids killed.
+
+        Not only its process group: Airflow starts each task process in a group of its own
+        (``setpgid``), so killing the worker's group alone would leave its tasks running.
+        """
+        import psutil
+
         component = self.components.pop(name)
+        try:
+            tree = [
+                component.process.pid,
+                *(c.pid for c in psutil.Process(component.process.pid).children(True)),
+            ]
+        except psutil.NoSuchProcess:
+            tree = [component.process.pid]
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(component.process.pid, signal.SIGKILL)
         component.process.wait(30)
         component.log_file.close()
+        for pid in tree[1:]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).wait(10)  # reaped by init once their parent is gone
+        return tree
 
     def stop(self) -> None:
         try:
