@@ -5,6 +5,8 @@
    store) at concurrency 32 and 64, a bare ``httpx.AsyncClient`` loop at the same concurrency
    (the ceiling), and a sequential sync ``httpx.Client`` loop (the naive way).
 2. Peak memory of one 10,000-recipient bulk send, in a fresh process.
+4. The account's rate limit across processes (issue 10): 4 bulk sends in separate processes on one
+   connection with ``rate_limit`` = L, against an emulator enforcing L; the curve over L.
 3. The delivery tracker: 1,000 pending messages followed by ``VantaxMessagesStatusTrigger`` in
    one fresh process: time to resolve, CPU per status read, peak memory.
 """
@@ -33,6 +35,8 @@ MEMORY_N = 10_000
 TRACKER_N = 1000
 TARGET_VS_BARE = 0.9
 TARGET_VS_SEQUENTIAL = 15.0
+RATE_LIMITS = (20.0, 50.0, 100.0)
+RATE_PER_PROCESS_SECONDS = 8  # each process sends about this many seconds' worth of its share
 
 
 def _bulk(n: int, concurrency: int, prefix: str) -> float:
@@ -192,7 +196,28 @@ def main() -> None:
               f"{per_read:.2f} ms per read, {per_read * len(pairs):.0f} ms per round")  # fmt: skip
         print(f"  peak RSS {track['rss_before_mb']:.0f} MB before -> {track['rss_peak_mb']:.0f} MB "
               f"(+{track['rss_peak_mb'] - track['rss_before_mb']:.0f} MB)")  # fmt: skip
+    _rate_curve()
     print(f"\nbench took {time.perf_counter() - started:.0f} s")
+
+
+def _rate_curve() -> None:
+    from bench._rate import measure
+    from vantax_provider.emulator.testing import running_emulator
+
+    print("\naccount rate limit, 4 bulk sends in separate processes, one connection (rate_limit = L), "
+          "emulator enforcing L (token bucket, burst L):")  # fmt: skip
+    print(f"  {'L/s':>5} {'share':>6} {'accepted/L':>10} {'429 share':>9} {'duplicates':>10} {'requests':>8}")
+    with running_emulator(queued_seconds=0, sent_seconds=0) as emu:
+        for limit in RATE_LIMITS:
+            for share in (0.25, None):
+                per_process = int(limit * RATE_PER_PROCESS_SECONDS)
+                r = measure(emu, limit, processes=4, per_process=per_process, share=share)
+                verdict = _verdict(r["accepted_ratio"], 0.9) if r["throttled_ratio"] <= 0.05 else "FAIL"
+                figures = (
+                    f"  {limit:5.0f} {share or 1.0:6.2f} {r['accepted_ratio']:10.3f} "
+                    f"{r['throttled_ratio']:9.3f} {r['duplicates']:10d} {r['requests']:8d}"
+                )
+                print(f"{figures}  {verdict}")
 
 
 if __name__ == "__main__":

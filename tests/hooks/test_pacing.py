@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 
 import pytest
@@ -29,8 +28,10 @@ def starts(pacer: AsyncPacer, n: int, pause_after: int | None = None, pause: flo
 
 def test_rate_limit_spaces_starts() -> None:
     t = starts(AsyncPacer(rate_limit=50), 11)
-    gaps = [b - a for a, b in itertools.pairwise(t)]
-    assert min(gaps) >= 0.018  # 1/50 s, less timer slack
+    # The i-th start comes no sooner than i/50 s after the first (less timer slack).  Not a bound
+    # on each gap: on a loaded machine the loop may wake two overdue sleepers back to back, which
+    # only ever makes starts later, never earlier.
+    assert all(t[i] >= i / 50 - 0.002 for i in range(len(t))), t
     assert t[-1] >= 0.19
 
 
@@ -46,3 +47,59 @@ def test_pause_holds_back_everyone() -> None:
 def test_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         AsyncPacer(rate_limit=0)
+
+
+# -- the account's limit shared by processes: AIMD (issue 10) ---------------------------------------
+
+from vantax_provider.hooks import _pacing  # noqa: E402
+from vantax_provider.hooks._pacing import AdaptiveRate  # noqa: E402
+
+
+def test_adaptive_rate_starts_at_its_share_and_cuts_once_per_cooldown() -> None:
+    rate = AdaptiveRate(100, share=0.25)
+    assert rate.rate == 25
+    rate.on_rate_limited(now=10.0)
+    assert rate.rate == 25 * _pacing.DECREASE
+    rate.on_rate_limited(now=10.0 + _pacing.COOLDOWN / 2)  # an answer to a request already in flight
+    assert rate.rate == 25 * _pacing.DECREASE and rate.cuts == 1
+    rate.on_rate_limited(now=10.0 + _pacing.COOLDOWN)
+    assert rate.rate == 25 * _pacing.DECREASE**2 and rate.cuts == 2
+
+
+def test_adaptive_rate_rises_slowly_while_good_up_to_the_limit_never_below_its_floor() -> None:
+    rate = AdaptiveRate(100, share=0.5)
+    rate.on_success(now=0.0)
+    for step in range(1, 11):  # ten seconds of good answers, one a second
+        rate.on_success(now=float(step))
+    assert rate.rate == pytest.approx(50 + 10 * _pacing.INCREASE_SHARE * 100)
+    for step in range(11, 200):
+        rate.on_success(now=float(step))
+    assert rate.rate == 100  # never above the account's limit
+    for step in range(200, 400):
+        rate.on_rate_limited(now=float(step) * _pacing.COOLDOWN)
+    assert rate.rate == pytest.approx(100 * _pacing.MIN_SHARE)
+
+
+def test_no_rise_within_the_cooldown_after_a_cut() -> None:
+    rate = AdaptiveRate(100)
+    rate.on_success(now=0.0)
+    rate.on_rate_limited(now=1.0)
+    cut = rate.rate
+    rate.on_success(now=1.0 + _pacing.COOLDOWN / 2)
+    assert rate.rate == cut
+
+
+def test_pacer_spaces_starts_by_the_slower_of_cap_and_share() -> None:
+    pacer = AsyncPacer(rate_limit=1000)
+    pacer.set_account_limit(50)
+    assert pacer.interval == pytest.approx(1 / 50)
+    pacer.set_account_limit(5000)  # the first call wins
+    assert pacer.interval == pytest.approx(1 / 50)
+    t = starts(pacer, 6)
+    assert t[-1] >= 5 / 50 - 0.01
+
+
+@pytest.mark.parametrize(("limit", "share"), [(0, 1.0), (-1, 1.0), (10, 0.0), (10, 1.5)])
+def test_adaptive_rate_refuses_bad_settings(limit: float, share: float) -> None:
+    with pytest.raises(ValueError):
+        AdaptiveRate(limit, share)

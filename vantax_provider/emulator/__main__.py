@@ -66,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
         help=f"messages kept; the oldest go first, with their keys (default {DEFAULT_MAX_MESSAGES})",
     )
     parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0.0,
+        help="the account's limit in API requests per second; over it, 429 with Retry-After (0: none)",
+    )
+    parser.add_argument(
+        "--rate-burst",
+        type=float,
+        default=0.0,
+        help="requests the limit lets through at once (0: one second's)",
+    )
+    parser.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug", "trace"]
     )
     return parser
@@ -92,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for value, name in ((args.latency_ms, "--latency-ms"), (args.queued_seconds, "--queued-seconds")):
         if value < 0:
             _parser().error(f"{name} must not be negative")
+    if args.rate_limit < 0 or args.rate_burst < 0:
+        _parser().error("--rate-limit and --rate-burst must not be negative")
     if args.sent_seconds < 0:
         _parser().error("--sent-seconds must not be negative")
     settings = Settings(
@@ -99,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         queued_seconds=args.queued_seconds,
         sent_seconds=args.sent_seconds,
         deduplicate=not args.ignore_idempotency_keys,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
     )
     api_key = args.api_key or os.environ.get(API_KEY_ENV)
     if not api_key:

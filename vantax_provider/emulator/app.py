@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
@@ -226,6 +227,11 @@ class EmulatorApp:
         if not req.entry["authorization_ok"]:
             message = "Invalid API key" if b"authorization" in req.headers else "Missing API key"
             return error_reply(401, message, [(b"www-authenticate", b"Bearer")])
+        wait = store.take_token()
+        if wait is not None:
+            # Whole seconds, as HTTP's delta-seconds form has it, never 0.
+            seconds = str(max(1, math.ceil(wait))).encode()
+            return error_reply(429, "Rate limit exceeded for this account", [(b"retry-after", seconds)])
         reply = self._create(req, too_large) if req.kind == "create" else self._get(req)
 
         if 200 <= reply.status < 300:

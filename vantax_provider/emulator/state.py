@@ -29,6 +29,9 @@ class Settings:
     :param closed_windows: conversation ids whose WhatsApp/Messenger/Instagram sends get 422.
     :param deduplicate: honour ``Idempotency-Key`` (replay the first answer). False acts as a service
         that ignores the key, which the vendor's reference does not rule out: every POST creates.
+    :param rate_limit: the account's limit, API requests per second (sends and reads); 0 for none.
+        A token bucket: a request without a token gets 429 with ``Retry-After``.
+    :param rate_burst: the bucket's size, requests; 0 means one second's worth (``rate_limit``).
     """
 
     latency_ms: float = 0.0
@@ -37,6 +40,8 @@ class Settings:
     outcomes: dict[str, str] = field(default_factory=dict)
     closed_windows: frozenset[str] = frozenset()
     deduplicate: bool = True
+    rate_limit: float = 0.0
+    rate_burst: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +51,8 @@ class Settings:
             "outcomes": dict(self.outcomes),
             "closed_windows": sorted(self.closed_windows),
             "deduplicate": self.deduplicate,
+            "rate_limit": self.rate_limit,
+            "rate_burst": self.rate_burst,
         }
 
     def updated(self, data: Any) -> Settings:
@@ -54,7 +61,7 @@ class Settings:
             raise ValueError("config must be a JSON object")
         errors = [f"{key}: unknown key" for key in sorted(set(data) - set(self.to_dict()))]
         changes: dict[str, Any] = {}
-        for key in ("latency_ms", "queued_seconds", "sent_seconds"):
+        for key in ("latency_ms", "queued_seconds", "sent_seconds", "rate_limit", "rate_burst"):
             if key in data:
                 value = data[key]
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -173,6 +180,7 @@ class Store:
         self._fault_seq = 0
         self.counts: Counter[str] = Counter()
         self.responses: Counter[str] = Counter()
+        self.bucket = TokenBucket()
 
     def reset(self) -> None:
         """Forget messages, log, faults, counters and config changes; keep the api key."""
@@ -183,6 +191,7 @@ class Store:
         self._idempotency.clear()
         self.counts.clear()
         self.responses.clear()
+        self.bucket = TokenBucket()
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -234,6 +243,16 @@ class Store:
                 del self._idempotency[record_key]
         self.counts["evicted"] += 1
 
+    def take_token(self) -> float | None:
+        """None when the account's rate limit lets this request through, else seconds to wait."""
+        rate = self.settings.rate_limit
+        if rate <= 0:
+            return None
+        wait = self.bucket.take(rate, self.settings.rate_burst or rate, time.monotonic())
+        if wait is not None:
+            self.counts["rate_limited"] += 1
+        return wait
+
     # -- faults ---------------------------------------------------------------------------------
 
     def add_fault(self, data: Any) -> FaultRule:
@@ -277,12 +296,33 @@ class Store:
             "faults_applied": counts["faults_applied"],
             "responses": dict(self.responses),
             "nulls_received": counts["nulls_received"],
+            "rate_limited": counts["rate_limited"],
             "messages": len(self.messages),
             "evicted": counts["evicted"],
             "idempotency_records": len(self._idempotency),
             "max_messages": self.max_messages,
             "log_entries": len(self.log),
         }
+
+
+class TokenBucket:
+    """Tokens refill at ``rate`` per second up to ``size``; each request takes one."""
+
+    def __init__(self) -> None:
+        self.tokens: float | None = None  # full on first use
+        self.updated = 0.0
+
+    def take(self, rate: float, size: float, now: float) -> float | None:
+        size = max(1.0, size)
+        if self.tokens is None:
+            self.tokens = size
+        else:
+            self.tokens = min(size, self.tokens + (now - self.updated) * rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return None
+        return (1.0 - self.tokens) / rate
 
 
 def canonical_json(value: Any) -> str:

@@ -128,6 +128,8 @@ class Emulator:
         outcomes: dict[str, str] = _UNSET,
         closed_windows: Sequence[str] = _UNSET,
         deduplicate: bool = _UNSET,
+        rate_limit: float = _UNSET,
+        rate_burst: float = _UNSET,
     ) -> dict[str, Any]:
         """Change behaviour from now on (messages already created keep their timings); returns the config."""
         changes = {
@@ -137,6 +139,8 @@ class Emulator:
             "outcomes": outcomes,
             "closed_windows": closed_windows if closed_windows is _UNSET else list(closed_windows),
             "deduplicate": deduplicate,
+            "rate_limit": rate_limit,
+            "rate_burst": rate_burst,
         }
         result: dict[str, Any] = self._call(
             "POST", "config", {k: v for k, v in changes.items() if v is not _UNSET}

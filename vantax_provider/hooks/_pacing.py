@@ -1,29 +1,109 @@
-"""Shared pacing for concurrent async sends: an optional rate limit and a batch-wide pause."""
+"""
+Shared pacing for concurrent async sends: an optional rate cap, the account's adaptive share
+and a batch-wide pause.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+#: AIMD tuning, measured in docs/performance.md ("The account's rate limit across processes").
+#: A 429 multiplies the rate by DECREASE, at most once per COOLDOWN seconds (the answers to
+#: requests already in flight must not cut it again); while answers are good it rises by
+#: INCREASE_SHARE of the account's limit per second; it never drops below MIN_SHARE of it.
+DECREASE = 0.5
+COOLDOWN = 1.0
+INCREASE_SHARE = 0.05
+MIN_SHARE = 0.01
+#: Longest gap between two good answers that still counts as time spent sending for the increase.
+MAX_STEP = 1.0
+
+
+class AdaptiveRate:
+    """
+    One process's share of an account-wide rate limit, found by AIMD (additive increase,
+    multiplicative decrease), with no coordination between processes.
+
+    Each sender starts at ``limit * share``; every 429 cuts its rate sharply and good answers
+    raise it slowly, so senders that together exceed the account's limit each back off until
+    their sum fits, and a sender left alone climbs back to the whole limit.
+
+    :param limit: the account's limit, requests per second, for all its senders together.
+    :param share: the fraction of ``limit`` this sender starts at (e.g. 1/4 for four parallel tasks).
+    """
+
+    def __init__(self, limit: float, share: float = 1.0) -> None:
+        if not limit > 0:
+            raise ValueError(f"rate limit must be positive, got {limit!r}")
+        if not 0 < share <= 1:
+            raise ValueError(f"rate limit share must be in (0, 1], got {share!r}")
+        self.limit = float(limit)
+        self.rate = self.limit * share
+        self.cuts = 0
+        self._last_cut = -float("inf")
+        self._last_good: float | None = None
+
+    @property
+    def interval(self) -> float:
+        return 1.0 / self.rate
+
+    def on_success(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if now - self._last_cut >= COOLDOWN and self._last_good is not None:
+            step = min(MAX_STEP, now - self._last_good)
+            self.rate = min(self.limit, self.rate + INCREASE_SHARE * self.limit * step)
+        self._last_good = now
+
+    def on_rate_limited(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if now - self._last_cut < COOLDOWN:
+            return
+        self._last_cut = now
+        self.cuts += 1
+        self.rate = max(self.limit * MIN_SHARE, self.rate * DECREASE)
+
 
 class AsyncPacer:
     """
     Hands out start times to concurrent requests of one hook.
 
-    A rate limit spaces starts ``1/rate`` seconds apart (a token bucket holding one token, so
-    the rate holds over any window). A pause, set when the server answers 429 with
-    ``Retry-After``, holds back every request of the hook until it ends, so a batch slows
-    down as a whole instead of storming the server with retries.
+    A rate cap spaces starts ``1/rate`` seconds apart (a token bucket holding one token, so the
+    rate holds over any window).  With the account's limit known (the connection's ``rate_limit``
+    extra, set by :meth:`set_account_limit`), starts are spaced by the slower of the cap and this
+    process's :class:`AdaptiveRate`.  A pause, set when the server answers 429 with
+    ``Retry-After``, holds back every request of the hook until it ends, so a batch slows down
+    as a whole instead of storming the server with retries.
 
-    :param rate_limit: most requests started per second; None for no limit.
+    :param rate_limit: most requests started per second by this hook; None for no cap.
     """
 
     def __init__(self, rate_limit: float | None = None) -> None:
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"rate_limit must be positive, got {rate_limit!r}")
-        self.interval = 1.0 / rate_limit if rate_limit else 0.0
+        self.cap_interval = 1.0 / rate_limit if rate_limit else 0.0
+        self.adaptive: AdaptiveRate | None = None
         self._next_slot = 0.0
         self._paused_until = 0.0
+
+    def set_account_limit(self, limit: float | None, share: float = 1.0) -> None:
+        """Adapt to the account's limit from now on (first call wins; None keeps only the cap)."""
+        if limit is not None and self.adaptive is None:
+            self.adaptive = AdaptiveRate(limit, share)
+
+    @property
+    def interval(self) -> float:
+        if self.adaptive is None:
+            return self.cap_interval
+        return max(self.cap_interval, self.adaptive.interval)
+
+    def on_success(self) -> None:
+        if self.adaptive is not None:
+            self.adaptive.on_success()
+
+    def on_rate_limited(self) -> None:
+        if self.adaptive is not None:
+            self.adaptive.on_rate_limited()
 
     def pause_for(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)

@@ -40,6 +40,10 @@ class VantaxSettings:
     default_from_phone_number_id: str | None = None
     dashboard_url: str | None = None
     proxy: str | None = field(default=None, repr=False)
+    #: The account's rate limit (requests per second, all senders together); None for none.
+    rate_limit: float | None = None
+    #: The fraction of ``rate_limit`` one sender starts at before adapting (AIMD).
+    rate_limit_share: float = 1.0
 
 
 def _is_loopback(host: str) -> bool:
@@ -183,6 +187,13 @@ def _number(
     return number
 
 
+def _share(extra: dict[str, Any]) -> float:
+    share = _number(extra, "rate_limit_share", 1.0, minimum=0.0)
+    if not 0 < share <= 1:
+        raise VantaxConfigurationError("Connection extra 'rate_limit_share' must be in (0, 1].")
+    return share
+
+
 def _text(extra: dict[str, Any], name: str) -> str | None:
     value = extra.get(name)
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -254,6 +265,8 @@ def settings_from_connection(conn: Connection) -> VantaxSettings:
         default_from_phone_number_id=_sender_id(extra),
         dashboard_url=_http_url(extra, "dashboard_url", ("http", "https")),
         proxy=_http_url(extra, "proxy", PROXY_SCHEMES),
+        rate_limit=_number(extra, "rate_limit", 0.0, minimum=0.0) or None,
+        rate_limit_share=_share(extra),
     )
 
 

@@ -61,7 +61,9 @@ class VantaxHook(BaseHook):
     :param vantax_conn_id: the Airflow connection: API key in the password, base URL in the host,
         extras ``timeout``, ``connect_timeout``, ``max_retries``, ``retry_backoff`` (first backoff,
         seconds), ``max_retry_after``, ``max_retry_time``, ``default_from_phone_number_id``,
-        ``dashboard_url`` and ``proxy`` (proxies are never read from the environment).
+        ``dashboard_url``, ``proxy`` (proxies are never read from the environment), ``rate_limit``
+        (the account's requests per second, all tasks together: async sends and status reads adapt
+        to it, see docs/scale.md) and ``rate_limit_share``.
     :param timeout: read timeout in seconds; overrides the connection's ``timeout`` extra.
     :param max_retries: overrides the connection's ``max_retries`` extra.
     :param rate_limit: most async requests started per second by this hook; None for no limit.
@@ -357,6 +359,7 @@ class VantaxHook(BaseHook):
 
     async def _acall(self, method: str, path: str, **kwargs: Any) -> Message:
         settings = await self.aget_settings()
+        self.pacer.set_account_limit(settings.rate_limit, settings.rate_limit_share)
         attempt = Attempts(self.log, settings.retry, method, path, idempotent=has_idempotency_key(kwargs))
         while True:
             await self.pacer.acquire()
@@ -366,7 +369,10 @@ class VantaxHook(BaseHook):
             except transport_errors() as exc:
                 outcome = transport_error(exc, method, path, settings)
             if not isinstance(outcome, VantaxError):
+                self.pacer.on_success()
                 return outcome
+            if isinstance(outcome, VantaxRateLimitError):
+                self.pacer.on_rate_limited()  # the account's share adapts (AIMD), see _pacing
             wait = attempt.wait_or_raise(outcome)
             if isinstance(outcome, VantaxRateLimitError):
                 self.pacer.pause_for(wait)  # every request of this hook waits, not just this one
