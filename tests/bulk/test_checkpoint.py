@@ -67,7 +67,7 @@ def test_each_stored_value_stays_under_64kb_and_reads_back(total: int, store: An
 
 
 def test_second_execute_with_the_same_store_sends_nothing(nodedup, context, store) -> None:  # type: ignore[no-untyped-def]
-    """The fast version of crash-resume; the real-Airflow ones are in test_crash_resume and tests/reliability."""
+    """The fast crash-resume; the real-Airflow ones are in test_crash_resume and tests/reliability."""
     recipients = _rows(30)
     first = _op(recipients).execute(context(store))
     assert first["sent"] == 30 and store.writes >= 1
@@ -178,7 +178,7 @@ class FlakyStore:
 
 
 def test_one_failed_write_does_not_end_the_journal(nodedup, context, store, caplog) -> None:  # type: ignore[no-untyped-def]
-    """Issue 9 item 5: a set() that raised once killed the ticker; the task failed and the retry re-sent all."""
+    """Issue 9 item 5: one set() that raised killed the ticker; the task failed, the retry re-sent all."""
     nodedup.configure(latency_ms=5)
     flaky = FlakyStore(store, fail_calls={2})
     result = _op(_rows(60), max_concurrency=4, checkpoint_interval=0.05).execute(context(flaky))
