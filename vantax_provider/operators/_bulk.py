@@ -12,7 +12,7 @@ from airflow.sdk import BaseOperator
 
 from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
 from vantax_provider.operators import _state
-from vantax_provider.operators._bulk_journal import Journal, identity
+from vantax_provider.operators._bulk_journal import MAX_WINDOW, Journal, identity
 from vantax_provider.operators._bulk_support import Renderer, RenderError, recipient_problem
 from vantax_provider.triggers._status import check_status_sets, status_set, to_seconds
 
@@ -135,8 +135,8 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             "html": html, "from_phone_number_id": from_phone_number_id, "media_url": media_url,
         }  # fmt: skip
         self.vantax_conn_id = vantax_conn_id
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}.")
+        if not 1 <= max_concurrency <= MAX_WINDOW:
+            raise ValueError(f"max_concurrency must be between 1 and {MAX_WINDOW}, got {max_concurrency!r}.")
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"rate_limit must be positive or None, got {rate_limit!r}.")
         if max_failure_ratio is not None and not 0 <= max_failure_ratio <= 1:

@@ -41,7 +41,7 @@ VERSION = 1
 ID_BYTES = 8
 #: Entries (done + maybe) of the head moved to a sealed segment once there are this many.
 SEAL_AT = 1024
-#: Most identities in the stored intent (bounds the head's size; caps useful concurrency).
+#: Most identities in the stored intent: (SEAL_AT + MAX_WINDOW) * 8 bytes, base64, stay under 64 KB.
 MAX_WINDOW = 4096
 #: Attempts of the final write, and of each read at the start.
 STORE_ATTEMPTS = 3
@@ -53,7 +53,11 @@ def identity(key: str) -> int:
 
 
 def pack(ids: Iterable[int]) -> str:
-    return base64.b64encode(b"".join(i.to_bytes(ID_BYTES, "big") for i in ids)).decode("ascii")
+    return encode(b"".join(i.to_bytes(ID_BYTES, "big") for i in ids))
+
+
+def encode(raw: bytes | bytearray) -> str:
+    return base64.b64encode(raw).decode("ascii")
 
 
 def unpack(text: Any) -> list[int]:
@@ -72,13 +76,18 @@ class Journal:
     The write-ahead journal of one bulk send; a no-op without a state store.
 
     :param store: the task's ``task_state_store``, or None (Airflow before 3.3).
-    :param window: most identities in flight or admitted and not finished (``max_concurrency``).
+    :param window: most identities in flight or admitted and not finished (``max_concurrency``,
+        at most ``MAX_WINDOW`` so that the head stays under the store's 64 KB limit).
     :param interval: seconds between two writes when no request waits for admission.
     """
 
     def __init__(self, store: StateStore | None, *, window: int, interval: float) -> None:
         self.store = store
-        self.window = min(window, MAX_WINDOW)
+        if window > MAX_WINDOW:
+            raise ValueError(
+                f"max_concurrency must be at most {MAX_WINDOW} (the journal's window), got {window}."
+            )
+        self.window = window
         self.interval = interval
         # What earlier tries left: looked up as recipients are reached.
         self.prior_done: set[int] = set()
@@ -87,8 +96,9 @@ class Journal:
         self.loaded = store is None
         # This try's state, as it will be written.
         self.sealed = 0
-        self.head_done: list[int] = []
-        self.head_maybe: list[int] = []
+        # Identities finished since the last sealed segment, 8 bytes each, in the order they finished.
+        self.head_done = bytearray()
+        self.head_maybe = bytearray()
         self.intent: set[int] = set()
         self.dirty = False
         self.failing = False  # the last write failed: do not hold requests back for the store
@@ -148,8 +158,9 @@ class Journal:
         # This try writes a new head that keeps what earlier tries knew: the sealed segments stay,
         # the head's lists carry over, and what was in flight at a crash stays uncertain until known.
         self.sealed = sealed
-        self.head_done = unpack(head.get("done"))
-        self.head_maybe = unpack(head.get("maybe")) + sorted(self.prior_uncertain)
+        self.head_done = bytearray(base64.b64decode(str(head.get("done") or "")))
+        self.head_maybe = bytearray(base64.b64decode(str(head.get("maybe") or "")))
+        self.head_maybe += b"".join(i.to_bytes(ID_BYTES, "big") for i in sorted(self.prior_uncertain))
 
     def prior(self, ident: int) -> str | None:
         """``"done"``, ``"maybe"`` (uncertain after an earlier try) or None (not sent before)."""
@@ -181,9 +192,9 @@ class Journal:
         """Record the outcome of an admitted message (written with the next write)."""
         self.intent.discard(ident)
         if sent:
-            self.head_done.append(ident)
+            self.head_done += ident.to_bytes(ID_BYTES, "big")
         elif maybe:
-            self.head_maybe.append(ident)
+            self.head_maybe += ident.to_bytes(ID_BYTES, "big")
         self.dirty = True
 
     def start(self) -> None:
@@ -237,16 +248,21 @@ class Journal:
     async def _write(self) -> bool:
         assert self.store is not None
         self.dirty = False
-        done, maybe = list(self.head_done), list(self.head_maybe)
+        done, maybe = bytes(self.head_done), bytes(self.head_maybe)
         values: list[tuple[str, dict[str, Any]]] = []
-        seal = len(done) + len(maybe) >= SEAL_AT
-        if seal:
-            values.append((segment_key(self.sealed), {"done": pack(done), "maybe": pack(maybe)}))
+        moved_done = moved_maybe = 0  # bytes moved into full segments of SEAL_AT entries
+        full = SEAL_AT * ID_BYTES
+        while len(done) - moved_done + len(maybe) - moved_maybe >= full:
+            d = done[moved_done : moved_done + full]
+            m = maybe[moved_maybe : moved_maybe + full - len(d)]
+            values.append((segment_key(self.sealed + len(values)), {"done": encode(d), "maybe": encode(m)}))
+            moved_done, moved_maybe = moved_done + len(d), moved_maybe + len(m)
+        segments = len(values)
         head = {
             "v": VERSION,
-            "sealed": self.sealed + int(seal),
-            "done": "" if seal else pack(done),
-            "maybe": "" if seal else pack(maybe),
+            "sealed": self.sealed + segments,
+            "done": encode(done[moved_done:]),
+            "maybe": encode(maybe[moved_maybe:]),
             "intent": pack(self.intent),
         }
         values.append((HEAD_KEY, head))
@@ -271,10 +287,9 @@ class Journal:
         if self.failing:
             log.info("The bulk journal is written again after %d failed writes.", self.write_failures)
             self.failing = False
-        if seal:
-            self.sealed += 1
-            del self.head_done[: len(done)]
-            del self.head_maybe[: len(maybe)]
+        self.sealed += segments
+        del self.head_done[:moved_done]
+        del self.head_maybe[:moved_maybe]
         return True
 
 
