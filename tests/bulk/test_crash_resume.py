@@ -99,13 +99,15 @@ def _files(tmp_path: Path, dag_id: str, **params: object) -> tuple[Path, Path]:
 def _kill_mid_batch(emu, script: Path, dag_file: Path, *, at: int, n: int) -> int:  # type: ignore[no-untyped-def]
     """Start the first try, SIGKILL it once ``at`` messages exist, and return how many exist after."""
     first = _start(script, dag_file, "first")
-    deadline = time.monotonic() + 180
-    while emu.stats()["created"] < at:
-        assert first.poll() is None, "the first run ended before it could be killed"
-        assert time.monotonic() < deadline, "the first run never got going"
-        time.sleep(0.02)
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait(30)
+    try:
+        deadline = time.monotonic() + 300
+        while emu.stats()["created"] < at:
+            assert first.poll() is None, "the first run ended before it could be killed"
+            assert time.monotonic() < deadline, "the first run never got going"
+            time.sleep(0.02)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)  # also when the wait failed: it must not send into the next test
+        first.wait(30)
     # Requests the emulator already received when the client died may still complete: wait for quiet.
     created_at_kill = -1
     while created_at_kill != emu.stats()["created"]:
@@ -126,6 +128,7 @@ def _results(process: subprocess.Popen[str]) -> list[dict[str, int]]:
 
 
 @pytest.mark.airflow_3_3  # task_state_store
+@pytest.mark.timeout(900)  # a dag.test() start-up per try; the first test also migrates the DB
 def test_sigkill_mid_batch_then_retry_sends_each_recipient_once(dag_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     emu = dag_env
     script, dag_file = _files(tmp_path, DAG_ID, n=N, rate=RATE, concurrency=8, on_uncertain="resend")
@@ -154,6 +157,7 @@ def test_sigkill_mid_batch_then_retry_sends_each_recipient_once(dag_env, tmp_pat
 
 
 @pytest.mark.airflow_3_3  # task_state_store
+@pytest.mark.timeout(900)  # a dag.test() start-up per try; the first test also migrates the DB
 @pytest.mark.parametrize("on_uncertain", ["resend", "skip"])
 def test_sigkill_without_deduplication_by_the_service(dag_env, tmp_path: Path, on_uncertain: str) -> None:  # type: ignore[no-untyped-def]
     """

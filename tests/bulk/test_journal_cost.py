@@ -30,7 +30,7 @@ from airflow.sdk import DAG, task
 
 N = 1500
 
-@task
+@task(retries=2)
 def measure(**context):
     from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
 
