@@ -158,6 +158,7 @@ def test_sigkill_mid_batch_then_retry_sends_each_recipient_once(dag_env, tmp_pat
 
 @pytest.mark.airflow_3_3  # task_state_store
 @pytest.mark.timeout(900)  # a dag.test() start-up per try; the first test also migrates the DB
+@pytest.mark.slow
 @pytest.mark.parametrize("on_uncertain", ["resend", "skip"])
 def test_sigkill_without_deduplication_by_the_service(dag_env, tmp_path: Path, on_uncertain: str) -> None:  # type: ignore[no-untyped-def]
     """
