@@ -235,7 +235,8 @@ class VantaxBulkSendMessageOperator(BaseOperator):
 
         task = _state.task_identity(context)
         journal = batch.journal
-        seen: dict[int, tuple[int, str]] = {}  # identity -> (first row, its derived key)
+        seen: dict[int, int] = {}  # identity -> first row
+        messages: dict[int, int] = {}  # own keys only: identity -> identity of the derived key
         for index, recipient in enumerate(recipients):
             problem = recipient_problem(recipient)
             if problem is not None:
@@ -259,9 +260,10 @@ class VantaxBulkSendMessageOperator(BaseOperator):
                     batch.invalid(index, cid, problem)
                     continue
             ident = identity(key)
+            message = ident if key is derived else identity(derived)
             if ident in seen:
-                first, first_derived = seen[ident]
-                if first_derived != derived:
+                first = seen[ident]
+                if messages.get(ident, ident) != message:
                     batch.invalid(
                         index, cid, f"{self.idempotency_key_field}: the same key as recipient #{first}, "
                         "for a different message",
@@ -269,7 +271,9 @@ class VantaxBulkSendMessageOperator(BaseOperator):
                 else:
                     batch.duplicate(index, cid, first)
                 continue
-            seen[ident] = (index, derived)
+            seen[ident] = index
+            if message != ident:
+                messages[ident] = message
             earlier = journal.prior(ident)
             if earlier == "done":
                 batch.skipped(index, cid)
