@@ -13,7 +13,7 @@ PY31 := $(VENV31)/bin/python
 CONSTRAINTS31 := requirements/constraints-airflow-3.1.txt
 STAMP31 := $(VENV31)/.installed
 # What the style gates look at (only the folders that exist).
-LINT_PATHS = $(wildcard vantax_provider tests example_dags bench demo)
+LINT_PATHS = $(wildcard vantax_provider tests example_dags bench demo tools)
 # The unit suite: no slow or end-to-end tests.
 UNIT_MARKERS := not slow and not e2e
 # Keep tests and tools off any Airflow home the user may have.
@@ -21,7 +21,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: venv venv-airflow-3.1 demo test test-unit test-airflow-3.1 test-all test-slow bench \
-	lint format-check typecheck docs docs-serve dist clean lock
+	lint format-check typecheck imports docs docs-serve dist clean lock
 
 venv: $(STAMP)
 
@@ -44,7 +44,7 @@ demo: $(STAMP)
 
 # Gates first (cheap), then the unit suite on Airflow 3.1, then the whole suite on the pinned
 # Airflow last, so that pytest's closing summary is the last line printed.
-test: lint format-check typecheck docs test-airflow-3.1 test-unit
+test: lint format-check typecheck imports docs test-airflow-3.1 test-unit
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
@@ -73,6 +73,11 @@ format-check: $(STAMP)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
+
+# The layer contracts in pyproject.toml ([tool.importlinter]); tests/quality/test_layers.py shows
+# that each contract fails on the import it forbids.
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 docs: $(STAMP)
 	$(PY) -m mkdocs build --strict --quiet --site-dir site

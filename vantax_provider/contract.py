@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+#: The Airflow connection id used when none is given (``VantaxHook.default_conn_name``).
+DEFAULT_CONN_ID: Final = "vantax_default"
+
 #: The documented production base URL.
 DEFAULT_BASE_URL: Final = "https://api.vantaxai.com"
 

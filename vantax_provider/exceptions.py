@@ -5,6 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+#: The most characters of text from the server (an error envelope's message, a status...) kept
+#: anywhere: in an exception, a log line, an XCom value or a trigger event.
+MAX_SERVER_TEXT = 300
+#: The most characters of a whole error text (a validation error may list several fields).
+MAX_ERROR_TEXT = 1000
+
+
+def bound_text(text: str, limit: int = MAX_SERVER_TEXT) -> str:
+    """Cut ``text`` to at most ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    left_out = len(text) - limit
+    marker = f"... [{left_out} more characters]"
+    return text[: max(0, limit - len(marker))] + marker
+
 
 @dataclass(frozen=True)
 class FieldError:
@@ -26,6 +41,7 @@ class VantaxError(Exception):
     :param api_message: the ``message`` field of the server's error envelope, when there was one.
     :param method: the HTTP method of the failed request.
     :param path: the request path (never the query, headers or the API key).
+    :param url: the full URL of the failed request (base URL and path), when known.
     """
 
     #: A hint appended to the message, for errors where the fix is known.
@@ -39,19 +55,21 @@ class VantaxError(Exception):
         api_message: str | None = None,
         method: str | None = None,
         path: str | None = None,
+        url: str | None = None,
     ) -> None:
         self.status_code = status_code
-        self.api_message = api_message
+        self.api_message = bound_text(api_message) if api_message is not None else None
         self.method = method
         self.path = path
+        self.url = url
         parts = [message]
         if status_code is not None:
-            parts.append(f"(HTTP {status_code} on {method or '?'} {path or '?'})")
-        if api_message:
-            parts.append(f"Vantax said: {api_message!r}.")
+            parts.append(f"(HTTP {status_code} on {method or '?'} {url or path or '?'})")
+        if self.api_message:
+            parts.append(f"Vantax said: {self.api_message!r}.")
         if self.advice:
             parts.append(self.advice)
-        super().__init__(" ".join(parts))
+        super().__init__(bound_text(" ".join(parts), MAX_ERROR_TEXT))
 
 
 class VantaxConfigurationError(VantaxError, ValueError):
@@ -122,9 +140,12 @@ class VantaxRateLimitError(VantaxAPIError):
         api_message: str | None = None,
         method: str | None = None,
         path: str | None = None,
+        url: str | None = None,
     ) -> None:
         self.retry_after = retry_after
-        super().__init__(message, status_code=status_code, api_message=api_message, method=method, path=path)
+        super().__init__(
+            message, status_code=status_code, api_message=api_message, method=method, path=path, url=url
+        )
 
 
 class VantaxServerError(VantaxAPIError):
@@ -143,10 +164,23 @@ class VantaxTransportError(VantaxError):
     """
 
     def __init__(
-        self, message: str, *, maybe_sent: bool, method: str | None = None, path: str | None = None
+        self,
+        message: str,
+        *,
+        maybe_sent: bool,
+        method: str | None = None,
+        path: str | None = None,
+        url: str | None = None,
     ) -> None:
         self.maybe_sent = maybe_sent
-        super().__init__(message, method=method, path=path)
+        super().__init__(message, method=method, path=path, url=url)
+
+
+class VantaxRequestError(VantaxError):
+    """
+    The HTTP library refused to build the request (e.g. an illegal header value): nothing was
+    sent, and repeating it would fail the same way, so it is never retried.
+    """
 
 
 def error_for_status(status_code: int) -> type[VantaxAPIError]:

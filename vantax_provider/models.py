@@ -71,10 +71,16 @@ TERMINAL_STATUSES = frozenset(MessageStatus(s) for s in contract.TERMINAL_STATUS
 NON_TERMINAL_STATUSES = frozenset(MessageStatus(s) for s in contract.NON_TERMINAL_STATUSES)
 
 
-def _reject_control_chars(value: str, *, allow_newlines: bool) -> str:
+#: Control characters, and the Unicode line and paragraph separators (U+2028, U+2029).
+_LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
+
+
+def _reject_control_chars(value: str, *, allow_newlines: bool, line_separators: bool = False) -> str:
+    """Refuse control characters; with ``line_separators``, U+2028 and U+2029 too."""
     allowed = {"\n", "\r", "\t"} if allow_newlines else set()
+    refused = _LINE_BREAKING if line_separators else frozenset({"Cc"})
     for ch in value:
-        if ch not in allowed and unicodedata.category(ch) == "Cc":
+        if ch not in allowed and unicodedata.category(ch) in refused:
             raise PydanticCustomError(
                 "control_char", "must not contain control character U+{code}", {"code": f"{ord(ch):04X}"}
             )
@@ -98,11 +104,11 @@ def _check_url(url: object) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PydanticCustomError(
-            "url_absolute", "{url!r} is not an absolute http(s) URL", {"url": url[:100]}
+            "url_absolute", "{url} is not an absolute http(s) URL", {"url": repr(url[:100])}
         )
     if len(url) > contract.URL_MAX_CHARS or any(c.isspace() for c in url):
         raise PydanticCustomError(
-            "url_chars", "{url!r} is too long or contains white space", {"url": url[:100]}
+            "url_chars", "{url} is too long or contains white space", {"url": repr(url[:100])}
         )
     return url
 
@@ -146,13 +152,19 @@ class SendMessageRequest(BaseModel):
     @field_validator("content")
     @classmethod
     def _check_content(cls, value: str) -> str:
+        if value and not value.strip():
+            raise PydanticCustomError("blank", "must not be white space only")
         return _reject_control_chars(value, allow_newlines=True)
 
     @field_validator("subject")
     @classmethod
     def _check_subject(cls, value: str | None) -> str | None:
-        # A newline in a subject is an email header injection.
-        return None if value is None else _reject_control_chars(value, allow_newlines=False)
+        if value is None:
+            return None
+        if value and not value.strip():
+            raise PydanticCustomError("blank", "must not be white space only")
+        # A newline (or U+2028/U+2029) in a subject is an email header injection.
+        return _reject_control_chars(value, allow_newlines=False, line_separators=True)
 
     @field_validator("media_url", mode="before")
     @classmethod
@@ -231,6 +243,10 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
     return out
 
 
+#: Not documented: a defensive bound on a status value (the documented ones are short words).
+MAX_STATUS_CHARS = 64
+
+
 class Message(BaseModel):
     """
     A message as the API returns it.
@@ -256,6 +272,38 @@ class Message(BaseModel):
     @classmethod
     def _none_is_empty(cls, value: object) -> object:
         return [] if value is None else value
+
+    @field_validator("id")
+    @classmethod
+    def _check_message_id(cls, value: str) -> str:
+        return check_id(value)
+
+    @field_validator("status")
+    @classmethod
+    def _check_status(cls, value: str) -> str:
+        if len(value) > MAX_STATUS_CHARS:
+            raise PydanticCustomError("status_too_long", "must be at most {limit} characters",
+                                      {"limit": MAX_STATUS_CHARS})  # fmt: skip
+        return _reject_control_chars(value, allow_newlines=False, line_separators=True)
+
+    @classmethod
+    def lenient(cls, data: dict[str, Any]) -> Message | None:
+        """
+        The message from a create answer whose id is usable although other fields do not fit:
+        those fields are dropped (``status`` then reads ``queued``).  None when the id is unusable.
+        """
+        kept = dict(data)
+        for _ in range(len(cls.model_fields) + 1):
+            try:
+                return cls.model_validate(kept)
+            except ValidationError as exc:
+                bad = {e["loc"][0] for e in exc.errors(include_input=False) if e["loc"]}
+                if "id" in bad or not bad & set(kept):
+                    return None
+                log.warning("Vantax answered a created message with unusable field(s) %s: ignored.",
+                            ", ".join(sorted(str(b) for b in bad)))  # fmt: skip
+                kept = {k: v for k, v in kept.items() if k not in bad}
+        return None
 
     @property
     def is_terminal(self) -> bool:

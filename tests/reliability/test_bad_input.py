@@ -189,10 +189,10 @@ EMOJI = st.sampled_from(
     ["😀", "👩‍👩‍👧‍👦", "🇫🇷", "🏳️‍🌈", "👍🏽", "\u202e", "\u2028", "\u200d", "é", "é", "中文", "\U0001d518"]
 )
 CONTENT = st.one_of(
-    st.text(CONTENT_CHARS, min_size=1, max_size=300),
-    st.lists(EMOJI, min_size=1, max_size=60).map("".join).filter(lambda s: len(s) <= 4000),
+    st.text(CONTENT_CHARS, min_size=1, max_size=300).filter(str.strip),  # blank content is refused
+    st.lists(EMOJI, min_size=1, max_size=60).map("".join).filter(lambda s: len(s) <= 4000 and s.strip()),
     st.integers(3990, 4000).map(lambda n: "😀" * n),
-    st.text(st.sampled_from("ab\n\r\t 😀"), min_size=1, max_size=50),
+    st.text(st.sampled_from("ab\n\r\t 😀"), min_size=1, max_size=50).filter(str.strip),
 )
 ID_CHARS = st.one_of(st.sampled_from(list("/.% ?#&+=;:@~'\"\\[]{}<>|^`")), st.characters(
     blacklist_categories=("Cs", "Cc")))  # fmt: skip
@@ -221,7 +221,10 @@ def test_unicode_huge_content_and_odd_ids_round_trip_exactly(
 
 @SETTINGS
 @given(
-    subject=st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=255),
+    # Blank subjects and line/paragraph separators (Zl, Zp) are refused like CR/LF.
+    subject=st.text(
+        st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=255
+    ).filter(str.strip),
     phone=IDS,
 )
 def test_subjects_and_phone_ids_round_trip_exactly(

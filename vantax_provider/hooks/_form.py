@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vantax_provider.get_provider_info import CONN_FIELDS
+
 
 def connection_form_widgets() -> dict[str, Any]:
     try:
@@ -14,27 +16,19 @@ def connection_form_widgets() -> dict[str, Any]:
     except ImportError:
         # Without the FAB stack the UI takes the fields from the provider info's conn-fields.
         return {}
+    # Labels and help texts are CONN_FIELDS' (what Airflow 3.2+ shows); only the field kinds live here.
+    kinds: dict[str, tuple[Any, list[Any]]] = {
+        "timeout": (IntegerField, [Optional(strip_whitespace=True), NumberRange(min=1)]),
+        "max_retries": (IntegerField, [Optional(strip_whitespace=True), NumberRange(min=0)]),
+        "default_from_phone_number_id": (StringField, []),
+        "dashboard_url": (StringField, []),
+    }
     return {
-        "timeout": IntegerField(
-            lazy_gettext("Timeout"),
+        name: field(
+            lazy_gettext(CONN_FIELDS[name]["label"]),
             widget=BS3TextFieldWidget(),
-            validators=[Optional(strip_whitespace=True), NumberRange(min=1)],
-            description="Optional. Seconds to wait for an answer from Vantax (default 30).",
-        ),
-        "max_retries": IntegerField(
-            lazy_gettext("Max retries"),
-            widget=BS3TextFieldWidget(),
-            validators=[Optional(strip_whitespace=True), NumberRange(min=0)],
-            description="Optional. How often a request that is safe to repeat is retried (default 5).",
-        ),
-        "default_from_phone_number_id": StringField(
-            lazy_gettext("Default sender number id"),
-            widget=BS3TextFieldWidget(),
-            description="Optional. The phone number id SMS and WhatsApp messages are sent from.",
-        ),
-        "dashboard_url": StringField(
-            lazy_gettext("Dashboard URL"),
-            widget=BS3TextFieldWidget(),
-            description="Optional. Link to a conversation; {conversation_id} is replaced.",
-        ),
+            validators=validators,
+            description=CONN_FIELDS[name]["description"],
+        )
+        for name, (field, validators) in kinds.items()
     }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from vantax_provider import contract
 from vantax_provider.exceptions import VantaxConfigurationError
@@ -16,11 +18,19 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
+#: The longest duration any extra may set (one day): beyond it a sleep or timeout overflows.
+MAX_SECONDS = 86_400.0
+#: The most repeats ``max_retries`` may ask for.
+MAX_RETRIES = 100
+#: Schemes of a ``proxy`` extra.
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+#: A trailing API version in a base URL: the hook's paths carry it already.
+_VERSION_SUFFIX = re.compile(r"/v1/*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class VantaxSettings:
-    """What the hook reads from its Airflow connection.  The key is kept out of ``repr``."""
+    """What the hook reads from its Airflow connection.  The key and proxy are kept out of ``repr``."""
 
     base_url: str
     api_key: str = field(repr=False)
@@ -29,6 +39,7 @@ class VantaxSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     default_from_phone_number_id: str | None = None
     dashboard_url: str | None = None
+    proxy: str | None = field(default=None, repr=False)
 
 
 def _is_loopback(host: str) -> bool:
@@ -40,61 +51,209 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _split(url: str, what: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on an invalid port
+    except ValueError:  # e.g. an unclosed IPv6 bracket, a port that is no number or too big
+        raise VantaxConfigurationError(f"{what} is not a valid URL (host or port).") from None
+    return parts
+
+
+def _has_bad_chars(text: str) -> bool:
+    """White space, control characters or anything else a URL may not carry as it is."""
+    return any(c.isspace() or not c.isprintable() for c in text)
+
+
 def normalise_base_url(host: str | None, schema: str | None = None, port: int | None = None) -> str:
-    """The base URL from a connection's host; plain http is refused except on loopback."""
+    """
+    The base URL from a connection's host, schema and port (see ``docs/connection.md``).
+
+    A host without a scheme gets the schema when that is ``http``/``https``, else ``http`` for a
+    loopback host and ``https`` for any other; any other schema is a base path (a URI's path lands
+    there).  A trailing ``/v1`` is dropped: the request paths carry it.  Plain http is refused
+    except on loopback.
+    """
     raw = (host or "").strip() or contract.DEFAULT_BASE_URL
-    if "://" not in raw:
-        raw = f"{schema or 'https'}://{raw}"
-    parts = urlsplit(raw)
+    scheme_field = (schema or "").strip().strip("/")
+    if _has_bad_chars(raw) or _has_bad_chars(scheme_field):
+        raise VantaxConfigurationError(
+            "The Vantax base URL (host or schema field) contains white space or control characters."
+        )
+    scheme, base_path = None, ""
+    if scheme_field.lower() in ("http", "https"):
+        scheme = scheme_field.lower()
+    elif scheme_field:
+        base_path = "/" + scheme_field
+    if "://" in raw:
+        if scheme is not None and not raw.lower().startswith(scheme + "://"):
+            raise VantaxConfigurationError(
+                f"The Vantax connection's schema {scheme!r} contradicts the scheme of its host URL."
+            )
+    else:
+        bare = _split(f"//{raw}", "The Vantax base URL")
+        loopback = bool(bare.hostname) and _is_loopback(bare.hostname or "")
+        raw = f"{scheme or ('http' if loopback else 'https')}://{raw}"
+    shown = raw[:200]
+    parts = _split(raw, f"The Vantax base URL {shown!r}")
+    url_port = parts.port
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise VantaxConfigurationError(f"The Vantax base URL {raw!r} is not an absolute http(s) URL.")
-    if parts.username or parts.password or parts.query or parts.fragment:
+        raise VantaxConfigurationError(f"The Vantax base URL {shown!r} is not an absolute http(s) URL.")
+    if parts.username or parts.password or "@" in parts.netloc or parts.query or parts.fragment:
         raise VantaxConfigurationError("The Vantax base URL must not carry credentials, a query or fragment.")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise VantaxConfigurationError(
             f"Refusing plain http to {parts.hostname!r}: the API key would travel unencrypted. "
             "Use https (plain http is allowed for loopback hosts only, such as the local emulator)."
         )
-    netloc = parts.netloc if port is None or parts.port else f"{parts.netloc}:{port}"
-    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+    netloc = parts.netloc
+    if port is not None and not url_port:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise VantaxConfigurationError("The Vantax connection's port must be a number from 1 to 65535.")
+        netloc = f"{netloc}:{port}"
+    path = _VERSION_SUFFIX.sub("", (parts.path + base_path).rstrip("/")).rstrip("/")
+    url = f"{parts.scheme}://{netloc}{path}"
+    _check_buildable(url, shown)
+    return url
 
 
-def _number(extra: dict[str, Any], name: str, default: float, *, minimum: float = 0) -> float:
+def _check_buildable(url: str, shown: str) -> None:
+    """The HTTP library must accept the URL (IDNA host names, ports): fail here, not at the first request."""
+    import httpx
+
+    try:
+        httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, UnicodeError):
+        raise VantaxConfigurationError(f"The Vantax base URL {shown!r} is not a valid URL.") from None
+
+
+def check_api_key(password: str | None, conn_id: str) -> str:
+    """
+    The key with surrounding white space stripped (a pasted key often ends in a newline).
+
+    Any other character outside visible ASCII is refused: it would go into a header where the
+    HTTP library rejects it and quotes the key.  The error never shows the key.
+    """
+    key = (password or "").strip()
+    if not key:
+        raise VantaxConfigurationError(
+            f"The Vantax connection {conn_id!r} has no API key: put it in the password field."
+        )
+    for position, char in enumerate(key, start=1):
+        if not "!" <= char <= "~":
+            raise VantaxConfigurationError(
+                f"The API key of the Vantax connection {conn_id!r} contains a character that is not "
+                f"visible ASCII (character {position}); an API key is visible ASCII only. "
+                "Paste it again without spaces, line breaks or typographic characters."
+            )
+    return key
+
+
+def _number(
+    extra: dict[str, Any],
+    name: str,
+    default: float,
+    *,
+    minimum: float = 0,
+    maximum: float = MAX_SECONDS,
+    integer: bool = False,
+) -> float:
     value = extra.get(name)
-    if value in (None, ""):
+    if value is None or (isinstance(value, str) and not value.strip()):
         return default
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise VantaxConfigurationError(
+            f"Connection extra {name!r} must be {kind}, got a {type(value).__name__}."
+        )
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (ValueError, OverflowError):
         raise VantaxConfigurationError(
-            f"Connection extra {name!r} must be a number, got {value!r}."
+            f"Connection extra {name!r} must be {kind}, got {str(value)[:50]!r}."
         ) from None
+    if not math.isfinite(number):
+        raise VantaxConfigurationError(f"Connection extra {name!r} must be a finite number.")
+    if integer and not number.is_integer():
+        raise VantaxConfigurationError(f"Connection extra {name!r} must be a whole number.")
     if number < minimum:
-        raise VantaxConfigurationError(f"Connection extra {name!r} must be at least {minimum}.")
+        raise VantaxConfigurationError(f"Connection extra {name!r} must be at least {minimum:g}.")
+    if number > maximum:
+        raise VantaxConfigurationError(f"Connection extra {name!r} must be at most {maximum:g}.")
     return number
 
 
-def settings_from_connection(conn: Connection) -> VantaxSettings:
-    """Read and check a Vantax connection."""
-    if not conn.password:
+def _text(extra: dict[str, Any], name: str) -> str | None:
+    value = extra.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
         raise VantaxConfigurationError(
-            f"The Vantax connection {conn.conn_id!r} has no API key: put it in the password field."
+            f"Connection extra {name!r} must be a string, got a {type(value).__name__}."
         )
+    value = value.strip()
+    if _has_bad_chars(value):
+        raise VantaxConfigurationError(
+            f"Connection extra {name!r} must not contain white space or control characters."
+        )
+    return value
+
+
+def _sender_id(extra: dict[str, Any]) -> str | None:
+    name = "default_from_phone_number_id"
+    value = extra.get(name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # a number id typed as a JSON number
+    text = _text({name: value}, name)
+    if text is not None and len(text) > contract.ID_MAX_CHARS:
+        raise VantaxConfigurationError(
+            f"Connection extra {name!r} must be at most {contract.ID_MAX_CHARS} characters."
+        )
+    return text
+
+
+def _http_url(extra: dict[str, Any], name: str, schemes: tuple[str, ...]) -> str | None:
+    value = _text(extra, name)
+    if value is None:
+        return None
+    try:
+        parts = _split(value, name)
+    except VantaxConfigurationError:
+        ok = False
+    else:
+        ok = parts.scheme.lower() in schemes and bool(parts.hostname)
+    if not ok:
+        raise VantaxConfigurationError(
+            f"Connection extra {name!r} must be an absolute URL with scheme {' or '.join(schemes)}."
+        )
+    return value
+
+
+def settings_from_connection(conn: Connection) -> VantaxSettings:
+    """Read and check a Vantax connection; every failure is a ``VantaxConfigurationError``."""
+    api_key = check_api_key(conn.password, conn.conn_id)
     extra = conn.extra_dejson or {}
+    if not isinstance(extra, dict):
+        raise VantaxConfigurationError(
+            f"The extra field of the Vantax connection {conn.conn_id!r} must be a JSON object."
+        )
     retry = RetryPolicy(
-        max_retries=int(_number(extra, "max_retries", RetryPolicy.max_retries)),
+        max_retries=int(
+            _number(extra, "max_retries", RetryPolicy.max_retries, maximum=MAX_RETRIES, integer=True)
+        ),
         backoff_base=_number(extra, "retry_backoff", RetryPolicy.backoff_base),
         max_retry_after=_number(extra, "max_retry_after", RetryPolicy.max_retry_after),
         max_total=_number(extra, "max_retry_time", RetryPolicy.max_total),
     )
     return VantaxSettings(
         base_url=normalise_base_url(conn.host, conn.schema, conn.port),
-        api_key=conn.password,
+        api_key=api_key,
         timeout=_number(extra, "timeout", DEFAULT_TIMEOUT, minimum=0.001),
         connect_timeout=_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT, minimum=0.001),
         retry=retry,
-        default_from_phone_number_id=extra.get("default_from_phone_number_id") or None,
-        dashboard_url=extra.get("dashboard_url") or None,
+        default_from_phone_number_id=_sender_id(extra),
+        dashboard_url=_http_url(extra, "dashboard_url", ("http", "https")),
+        proxy=_http_url(extra, "proxy", PROXY_SCHEMES),
     )
 
 

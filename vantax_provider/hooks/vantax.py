@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.bases.hook import BaseHook
 
 from vantax_provider import __version__
-from vantax_provider.exceptions import VantaxError, VantaxRateLimitError
+from vantax_provider.contract import DEFAULT_CONN_ID
+from vantax_provider.exceptions import VantaxError, VantaxRateLimitError, bound_text
 from vantax_provider.hooks._pacing import AsyncPacer
 from vantax_provider.hooks._settings import (
     VantaxSettings,
@@ -28,6 +29,7 @@ from vantax_provider.hooks._wire import (
     message_path,
     path_segment,
     read_answer,
+    scrub,
     transport_error,
     transport_errors,
 )
@@ -58,8 +60,8 @@ class VantaxHook(BaseHook):
 
     :param vantax_conn_id: the Airflow connection: API key in the password, base URL in the host,
         extras ``timeout``, ``connect_timeout``, ``max_retries``, ``retry_backoff`` (first backoff,
-        seconds), ``max_retry_after``, ``max_retry_time``, ``default_from_phone_number_id`` and
-        ``dashboard_url``.
+        seconds), ``max_retry_after``, ``max_retry_time``, ``default_from_phone_number_id``,
+        ``dashboard_url`` and ``proxy`` (proxies are never read from the environment).
     :param timeout: read timeout in seconds; overrides the connection's ``timeout`` extra.
     :param max_retries: overrides the connection's ``max_retries`` extra.
     :param rate_limit: most async requests started per second by this hook; None for no limit.
@@ -67,7 +69,7 @@ class VantaxHook(BaseHook):
     """
 
     conn_name_attr = "vantax_conn_id"
-    default_conn_name = "vantax_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "vantax"
     hook_name = "Vantax"
 
@@ -111,6 +113,8 @@ class VantaxHook(BaseHook):
             conn = self.get_connection(self.vantax_conn_id)
             settings = self._apply_overrides(settings_from_connection(conn))
             mask_api_key(settings.api_key)
+            if settings.proxy:
+                mask_api_key(settings.proxy)
             self._settings = settings
         return self._settings
 
@@ -119,6 +123,8 @@ class VantaxHook(BaseHook):
             conn = await _get_connection_async(self)
             settings = self._apply_overrides(settings_from_connection(conn))
             await amask_api_key(settings.api_key)
+            if settings.proxy:
+                await amask_api_key(settings.proxy)
             self._settings = settings
         return self._settings
 
@@ -132,8 +138,15 @@ class VantaxHook(BaseHook):
         if httpx_log.level == logging.NOTSET:
             httpx_log.setLevel(logging.WARNING)
 
+        if self._ssl_context is None:  # one TLS context for all clients: each costs milliseconds
+            self._ssl_context = httpx.create_ssl_context()
         return {
             "base_url": settings.base_url,
+            # No proxy, netrc or other settings from the environment: a proxy would see the key.
+            # Only the ``proxy`` extra sets one.  (CA bundles from SSL_CERT_FILE still apply.)
+            "trust_env": False,
+            "proxy": settings.proxy,
+            "verify": self._ssl_context,
             "timeout": httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             "headers": {
                 "Authorization": f"Bearer {settings.api_key}",
@@ -172,9 +185,7 @@ class VantaxHook(BaseHook):
         if turn >= len(self._aclients):
             settings = await self.aget_settings()
             size = min(ASYNC_POOL_SIZE, self._max_connections - ASYNC_POOL_SIZE * len(self._aclients))
-            if self._ssl_context is None:  # one TLS context for all pools: each costs milliseconds
-                self._ssl_context = httpx.create_ssl_context()
-            client = httpx.AsyncClient(**self._client_kwargs(settings, size), verify=self._ssl_context)
+            client = httpx.AsyncClient(**self._client_kwargs(settings, size))
             self._aclients.append(client)
             return client
         return self._aclients[turn]
@@ -221,8 +232,7 @@ class VantaxHook(BaseHook):
 
     def send_request(self, request: SendMessageRequest, *, idempotency_key: str | None = None) -> Message:
         path, headers = create_call(request, idempotency_key)
-        data = self._call("POST", path, json=request.to_body(), headers=headers)
-        message = Message.model_validate(data)
+        message = self._call("POST", path, json=request.to_body(), headers=headers)
         self.log.info(
             "Vantax message %s created on %s (status %s).", message.id, request.channel, message.status
         )
@@ -230,7 +240,7 @@ class VantaxHook(BaseHook):
 
     def get_message(self, conversation_id: str, message_id: str) -> Message:
         """Read a message back, with its current delivery status."""
-        return Message.model_validate(self._call("GET", message_path(conversation_id, message_id)))
+        return self._call("GET", message_path(conversation_id, message_id))
 
     async def asend_message(
         self,
@@ -265,16 +275,15 @@ class VantaxHook(BaseHook):
         even with a key (for a service that does not deduplicate).
         """
         path, headers = create_call(request, idempotency_key)
-        data = await self._acall(
+        message = await self._acall(
             "POST", path, json=request.to_body(), headers=headers, _repeat_uncertain=repeat_uncertain
         )
-        message = Message.model_validate(data)
         self.log.debug("Vantax message %s created (status %s).", message.id, message.status)
         return message
 
     async def aget_message(self, conversation_id: str, message_id: str) -> Message:
         """Async twin of :meth:`get_message`."""
-        return Message.model_validate(await self._acall("GET", message_path(conversation_id, message_id)))
+        return await self._acall("GET", message_path(conversation_id, message_id))
 
     async def asend_many(self, items: Iterable[BulkItem], **kwargs: Any) -> BulkProgress:
         """
@@ -290,28 +299,56 @@ class VantaxHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """
-        Check the base URL and the API key for the UI's Test button.
+        Check the base URL and the API key for the UI's Test button (see ``docs/connection.md``).
 
-        It reads a message that does not exist: 404 means the key was accepted (the service
-        is assumed to check the key before looking the message up).
+        It reads a message that does not exist, once without the key and once with it: the
+        route must refuse the request without a key (401/403), so a base URL that does not lead
+        to the API is not taken for an accepted key; with the key, a 404 in the API's JSON error
+        envelope means the key was accepted.
         """
+        try:
+            return self._test_connection()
+        except VantaxError as exc:
+            return False, bound_text(self._scrubbed(str(exc)), 500)
+        finally:
+            self.close()
+
+    def _scrubbed(self, text: str) -> str:
+        return scrub(text, self._settings) if self._settings is not None else text
+
+    def _test_connection(self) -> tuple[bool, str]:
         from vantax_provider.exceptions import VantaxAuthenticationError, VantaxNotFoundError
 
+        probe = "airflow-connection-test"
+        path = message_path(probe, probe)
+        client, settings = self.get_conn(), self.settings
+        request = client.build_request("GET", path)
+        del request.headers["Authorization"]
         try:
-            self.get_message("airflow-connection-test", "airflow-connection-test")
-        except VantaxNotFoundError:
+            status = client.send(request).status_code
+        except transport_errors() as exc:
+            raise transport_error(exc, "GET", path, settings) from None
+        if status not in (401, 403):
+            return False, (
+                f"The base URL {settings.base_url} does not look like the Vantax API: a request "
+                f"without the API key to {settings.base_url + path} was answered {status}, not 401/403."
+            )
+        try:
+            self.get_message(probe, probe)
+        except VantaxNotFoundError as exc:
+            if exc.api_message is None:
+                return False, (
+                    f"The base URL {settings.base_url} answered 404 without the Vantax JSON error "
+                    "envelope: check the base URL."
+                )
             return True, "Connection to Vantax succeeded: the API key was accepted."
         except VantaxAuthenticationError:
             return False, "Vantax refused the API key (401/403)."
-        except VantaxError as exc:
-            return False, str(exc)
-        finally:
-            self.close()
         return True, "Connection to Vantax succeeded."
 
     # -- the one retry loop, sync and async ---------------------------------------------------
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def _call(self, method: str, path: str, **kwargs: Any) -> Message:
         client = self.get_conn()
         settings = self.settings
         attempt = Attempts(self.log, settings.retry, method, path, idempotent=has_idempotency_key(kwargs))
@@ -320,13 +357,13 @@ class VantaxHook(BaseHook):
                 outcome = read_answer(client.request(method, path, **kwargs), method, path, settings)
             except transport_errors() as exc:
                 outcome = transport_error(exc, method, path, settings)
-            if isinstance(outcome, dict):
+            if not isinstance(outcome, VantaxError):
                 return outcome
             time.sleep(attempt.wait_or_raise(outcome))
 
     async def _acall(
         self, method: str, path: str, *, _repeat_uncertain: bool = True, **kwargs: Any
-    ) -> dict[str, Any]:
+    ) -> Message:
         settings = await self.aget_settings()
         idempotent = _repeat_uncertain and has_idempotency_key(kwargs)
         attempt = Attempts(self.log, settings.retry, method, path, idempotent=idempotent)
@@ -337,7 +374,7 @@ class VantaxHook(BaseHook):
                 outcome = read_answer(await client.request(method, path, **kwargs), method, path, settings)
             except transport_errors() as exc:
                 outcome = transport_error(exc, method, path, settings)
-            if isinstance(outcome, dict):
+            if not isinstance(outcome, VantaxError):
                 return outcome
             wait = attempt.wait_or_raise(outcome)
             if isinstance(outcome, VantaxRateLimitError):

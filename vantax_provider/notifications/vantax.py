@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from vantax_provider.contract import MESSAGE_FIELDS, omit_blank
+from vantax_provider.contract import DEFAULT_CONN_ID, MESSAGE_FIELDS, omit_blank
 from vantax_provider.idempotency import derive_idempotency_key
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class VantaxNotifier(BaseNotifier):
         html: str | None = None,
         from_phone_number_id: str | None = None,
         media_url: list[str] | str | None = None,
-        vantax_conn_id: str = "vantax_default",
+        vantax_conn_id: str = DEFAULT_CONN_ID,
         idempotency_key: str | None = None,
         **kwargs: Any,
     ) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
+from vantax_provider.contract import DEFAULT_CONN_ID
 from vantax_provider.operators import _state
 from vantax_provider.operators._bulk_journal import MAX_WINDOW, Journal, identity
 from vantax_provider.operators._bulk_support import Renderer, RenderError, recipient_problem
@@ -112,7 +113,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         html: str | None = None,
         from_phone_number_id: str | None = None,
         media_url: list[str] | str | None = None,
-        vantax_conn_id: str = "vantax_default",
+        vantax_conn_id: str = DEFAULT_CONN_ID,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         rate_limit: float | None = None,
         max_failure_ratio: float | None = None,

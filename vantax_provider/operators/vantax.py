@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
-from vantax_provider.contract import MESSAGE_FIELDS, omit_blank
+from vantax_provider.contract import DEFAULT_CONN_ID, MESSAGE_FIELDS, omit_blank
 from vantax_provider.operators import _state
 from vantax_provider.triggers._status import (
     TRANSIENT_ERRORS,
@@ -69,20 +69,19 @@ class VantaxConversationLink(BaseOperatorLink):
     name = "Vantax conversation"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        from urllib.parse import quote
-
         conversation_id = getattr(operator, "conversation_id", None)
         if not isinstance(conversation_id, str) or not conversation_id or "{{" in conversation_id:
             return ""
         try:
-            from vantax_provider.hooks.vantax import VantaxHook
+            from vantax_provider.hooks.vantax import VantaxHook, path_segment
 
             url = VantaxHook(
                 getattr(operator, "vantax_conn_id", VantaxHook.default_conn_name)
             ).settings.dashboard_url
         except Exception:  # a link must never fail the task: no connection means no link
             return ""
-        return url.replace("{conversation_id}", quote(conversation_id, safe="")) if url else ""
+        # The hook's path-segment encoding: dots too, so ".." cannot climb the dashboard's path.
+        return url.replace("{conversation_id}", path_segment(conversation_id)) if url else ""
 
 
 class VantaxSendMessageOperator(BaseOperator):
@@ -138,7 +137,7 @@ class VantaxSendMessageOperator(BaseOperator):
         html: str | None = None,
         from_phone_number_id: str | None = None,
         media_url: list[str] | str | None = None,
-        vantax_conn_id: str = "vantax_default",
+        vantax_conn_id: str = DEFAULT_CONN_ID,
         idempotency_key: str | None = None,
         wait_for_delivery: bool = False,
         deferrable: bool | None = None,

@@ -15,6 +15,7 @@ from vantax_provider._compat import (
     AirflowSensorTimeout,
     default_deferrable,
 )
+from vantax_provider.contract import DEFAULT_CONN_ID
 from vantax_provider.triggers._status import (
     TRANSIENT_ERRORS,
     Outcome,
@@ -57,7 +58,7 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
         *,
         conversation_id: str,
         message_id: str,
-        vantax_conn_id: str = "vantax_default",
+        vantax_conn_id: str = DEFAULT_CONN_ID,
         success_statuses: Iterable[str] | str | None = None,
         failure_statuses: Iterable[str] | str | None = None,
         deferrable: bool | None = None,
