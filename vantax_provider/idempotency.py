@@ -34,3 +34,27 @@ def derive_idempotency_key(
         separators=(",", ":"),
     )
     return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:48]
+
+
+def derive_bulk_idempotency_key(
+    *,
+    dag_id: str,
+    task_id: str,
+    run_id: str,
+    map_index: int | None,
+    conversation_id: str,
+    body: dict[str, Any],
+) -> str:
+    """
+    The key of one message of a bulk send: the task instance and the message, not its position.
+
+    Two rows of one list that render to the same conversation and body share a key (the bulk
+    operator sends them once); a row that moves in a changed list keeps its key.
+    """
+    material = json.dumps(
+        ["bulk", dag_id, task_id, run_id, -1 if map_index is None else map_index, conversation_id, body],
+        sort_keys=True,
+        ensure_ascii=True,
+        separators=(",", ":"),
+    )
+    return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:48]

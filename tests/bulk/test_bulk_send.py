@@ -198,3 +198,73 @@ def test_message_fields_are_not_airflow_template_fields() -> None:
     op = _op([])
     assert set(op.template_fields) == {"recipients", "vantax_conn_id"}
     assert op.message_fields["content"].startswith("Hi {{ recipient.name }}")
+
+
+def test_a_json_null_fails_that_recipient_instead_of_rendering_none(emu, context) -> None:  # type: ignore[no-untyped-def]
+    """Issue 9 item 8: null rendered "Hi None" and posted to conversation "None"."""
+    recipients = _recipients(4)
+    recipients[1]["name"] = None
+    recipients[2]["cid"] = None
+    recipients[3]["name"] = None
+    op = _op(recipients, max_failure_ratio=1.0)
+    op.message_fields["content"] = "Hi {{ recipient.name }}"
+    result = op.execute(context())
+    assert (result["sent"], result["invalid"]) == (1, 3)
+    assert "None" not in {m["conversation_id"] for m in emu.messages()}
+    assert all("None" not in m["body"]["content"] for m in emu.messages())
+    errors = {o["index"]: o.get("error", "") for o in result["outcomes"]}
+    assert errors[1].startswith("content:") and "'name' is null" in errors[1]
+    assert errors[2].startswith("conversation_id:") and "'cid' is null" in errors[2]
+
+
+def test_a_template_that_handles_null_sends(emu, context) -> None:  # type: ignore[no-untyped-def]
+    recipients = [{"cid": "conv_null1", "name": None}, {"cid": "conv_null2", "name": "Ada"}]
+    content = "Hi {{ recipient.name | default('there') }}{% if recipient.name %}!{% endif %}"
+    result = _op(recipients, content=content).execute(context())
+    assert result["sent"] == 2
+    bodies = {m["conversation_id"]: m["body"]["content"] for m in emu.messages()}
+    assert bodies == {"conv_null1": "Hi there", "conv_null2": "Hi Ada!"}
+
+
+@pytest.mark.parametrize(
+    ("recipient", "reason"),
+    [
+        ({"cid": "conv_x", 1: "a"}, "has a key of type int"),
+        ({"cid": "conv_x", "tags": {"a", "b"}}, "recipient.tags is a set"),
+        ({"cid": "conv_x", "score": float("nan")}, "recipient.score is nan"),
+        ({"cid": "conv_x", "when": object()}, "recipient.when is a object"),
+        ("conv_x", "must be a dict"),
+    ],
+)
+def test_a_recipient_that_is_not_json_is_invalid_not_a_crash(emu, context, recipient, reason) -> None:  # type: ignore[no-untyped-def]
+    """Issue 9 item 10: mixed key types raised a raw TypeError; a set gave a per-process fingerprint."""
+    recipients = [*_recipients(2), recipient]
+    result = _op(recipients, max_failure_ratio=1.0).execute(context())
+    assert (result["sent"], result["invalid"]) == (2, 1) and emu.stats()["created"] == 2
+    assert reason in result["outcomes"][2]["error"]
+
+
+def test_skip_does_not_repeat_a_request_that_may_have_created_the_message(emu, context, conn_extra) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14: the service ignores keys and answers 500 after creating; resend repeats it, skip does not."""
+    conn_extra(max_retries=2, retry_backoff=0.01)
+    emu.configure(deduplicate=False)
+    emu.inject("status", status=500, when="after", method="POST", conversation_id="conv_b003", times=1)
+    result = _op(_recipients(6), on_uncertain="skip").execute(context())
+    assert (result["sent"], result["maybe_sent"], result["failed"]) == (5, 1, 0)
+    third = result["outcomes"][3]
+    assert third["outcome"] == "maybe_sent" and "HTTP 500" in third["error"]
+    assert [m["conversation_id"] for m in emu.messages()].count("conv_b003") == 1
+
+    emu.reset()
+    emu.configure(deduplicate=False)
+    emu.inject("status", status=500, when="after", method="POST", conversation_id="conv_b003", times=1)
+    resent = _op(_recipients(6)).execute(context())
+    assert resent["sent"] == 6  # the hook repeated it under its key, which this service ignores
+    assert [m["conversation_id"] for m in emu.messages()].count("conv_b003") == 2
+
+
+def test_bad_on_uncertain_and_key_field_are_refused_at_parse_time() -> None:
+    with pytest.raises(ValueError, match="on_uncertain"):
+        _op([], on_uncertain="maybe")
+    with pytest.raises(ValueError, match="idempotency_key_field"):
+        _op([], idempotency_key_field="")

@@ -1,43 +1,23 @@
-"""The sent-positions checkpoint: size under the 64 KB policy, and what a later try skips."""
+"""
+The bulk journal: identities instead of list positions, the write-ahead, stored value sizes,
+and what a later try skips.  Against a service that does not deduplicate
+(``deduplicate=False``), so what is counted is what the provider prevents on its own.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+from collections import Counter
 from typing import Any
 
 import pytest
 
 from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
-from vantax_provider.operators._bulk_support import Bitmap, Checkpoint, fingerprint
+from vantax_provider.operators._bulk_journal import HEAD_KEY, Journal, identity, unpack
 
 POLICY_BYTES = 65_535
-
-
-@pytest.mark.parametrize("total", [10_000, 1_000_000])
-@pytest.mark.parametrize("pattern", ["all", "random"])
-def test_each_stored_value_stays_under_64kb(total: int, pattern: str, store: Any) -> None:
-    size = (total + 7) // 8
-    # Random bits are the worst case for compression; all-sent the best.
-    raw = random.Random(7).randbytes(size) if pattern == "random" else b"\xff" * size
-    bits = Bitmap(total, raw)
-    Checkpoint(store, total, "fp").save(bits.snapshot())
-
-    sizes = [len(json.dumps(json.loads(v))) for v in store.data.values()]
-    assert max(sizes) < POLICY_BYTES, sizes
-    assert len(store.data) == (1 if total == 10_000 else 3)
-    loaded = Checkpoint(store, total, "fp").load()
-    assert loaded.count == bits.count and loaded.snapshot() == bits.snapshot()
-
-
-def test_checkpoint_of_another_list_is_ignored(store: Any) -> None:
-    bits = Bitmap(10)
-    bits.set(3)
-    Checkpoint(store, 10, fingerprint([{"a": 1}])).save(bits.snapshot())
-    assert Checkpoint(store, 10, fingerprint([{"a": 1}])).load().count == 1
-    assert Checkpoint(store, 10, fingerprint([{"a": 2}])).load().count == 0
-    assert Checkpoint(store, 11, fingerprint([{"a": 1}])).load().count == 0
-    assert Checkpoint(None, 10, "x").load().count == 0
 
 
 def _op(recipients: list[dict[str, Any]], **kwargs: Any) -> VantaxBulkSendMessageOperator:
@@ -47,25 +27,189 @@ def _op(recipients: list[dict[str, Any]], **kwargs: Any) -> VantaxBulkSendMessag
     )  # fmt: skip
 
 
-def test_second_execute_with_the_same_store_sends_nothing(emu, context, store) -> None:  # type: ignore[no-untyped-def]
-    """The fast version of crash-resume; the real-Airflow ones are in test_bulk_dag and test_crash_resume."""
-    recipients = [{"cid": f"conv_k{i}", "n": i} for i in range(30)]
+def _rows(n: int, prefix: str = "conv_k") -> list[dict[str, Any]]:
+    return [{"cid": f"{prefix}{i}", "n": i} for i in range(n)]
+
+
+def _created(emu: Any) -> Counter[str]:
+    return Counter(m["conversation_id"] for m in emu.messages())
+
+
+@pytest.fixture
+def nodedup(emu):  # type: ignore[no-untyped-def]
+    emu.configure(deduplicate=False)
+    return emu
+
+
+@pytest.mark.parametrize("total", [10_000, 100_000])
+def test_each_stored_value_stays_under_64kb_and_reads_back(total: int, store: Any) -> None:
+    ids = [random.Random(7).getrandbits(64) for _ in range(total)]
+
+    async def write() -> Journal:
+        journal = Journal(store, window=64, interval=60)
+        journal.start()
+        for i in ids:
+            journal.intent.add(i)
+            journal.finished(i, sent=i % 3 != 0, maybe=i % 3 == 0)
+            # 10,000: one write at the end (as after a long store outage) must still split into segments.
+            if total > 10_000 and len(journal.head_done) + len(journal.head_maybe) >= 1024 * 8:
+                await journal.flush()
+        await journal.close()
+        return journal
+
+    asyncio.run(write())
+    sizes = [len(json.dumps(json.loads(v))) for v in store.data.values()]
+    assert max(sizes) < POLICY_BYTES, max(sizes)
+    assert len(sizes) == 1 + total // 1024
+    later = Journal(store, window=64, interval=60)
+    later.load()
+    assert later.prior_done == {i for i in ids if i % 3 != 0}
+    assert later.prior_maybe == {i for i in ids if i % 3 == 0}
+    assert not later.prior_uncertain
+
+
+def test_second_execute_with_the_same_store_sends_nothing(nodedup, context, store) -> None:  # type: ignore[no-untyped-def]
+    """The fast crash-resume; the real-Airflow ones are in test_crash_resume and tests/reliability."""
+    recipients = _rows(30)
     first = _op(recipients).execute(context(store))
     assert first["sent"] == 30 and store.writes >= 1
     second = _op(recipients).execute(context(store))
     assert second["skipped_already_sent"] == 30 and second["sent"] == 0
-    assert emu.stats()["requests"] == 30 and emu.stats()["created"] == 30
+    assert nodedup.stats()["requests"] == 30 and nodedup.stats()["created"] == 30
     assert {o["outcome"] for o in second["outcomes"]} == {"skipped_already_sent"}
     assert second["outcomes"][5]["conversation_id"] == "conv_k5"
 
 
-def test_failed_recipients_are_retried_and_sent_ones_skipped(emu, context, store) -> None:  # type: ignore[no-untyped-def]
-    recipients = [{"cid": f"conv_k{i}", "n": i} for i in range(30)]
-    emu.inject("status", status=400, method="POST", conversation_id="conv_k7", times=1)
+def test_failed_recipients_are_retried_and_sent_ones_skipped(nodedup, context, store) -> None:  # type: ignore[no-untyped-def]
+    recipients = _rows(30)
+    nodedup.inject("status", status=400, method="POST", conversation_id="conv_k7", times=1)
     first = _op(recipients, max_failure_ratio=1.0).execute(context(store))
     assert (first["sent"], first["failed"]) == (29, 1)
-    emu.clear_faults()
+    nodedup.clear_faults()
     second = _op(recipients).execute(context(store))
     assert (second["sent"], second["skipped_already_sent"]) == (1, 29)
-    assert emu.stats()["created"] == 30
-    assert [m["conversation_id"] for m in emu.messages()].count("conv_k7") == 1
+    assert _created(nodedup)["conv_k7"] == 1 and nodedup.stats()["created"] == 30
+
+
+@pytest.mark.parametrize("change", ["insert_at_top", "delete_first", "reverse", "shuffle"])
+def test_a_changed_list_on_the_retry_sends_nobody_twice(nodedup, context, store, change: str) -> None:  # type: ignore[no-untyped-def]
+    """Issue 9 item 4: the old checkpoint and keys followed positions, so a changed list re-sent people."""
+    recipients = _rows(40)
+    _op(recipients[:25]).execute(context(store))  # the first try got through 25
+    changed = list(recipients)
+    if change == "insert_at_top":
+        changed.insert(0, {"cid": "conv_new", "n": 999})
+    elif change == "delete_first":
+        del changed[0]
+    elif change == "reverse":
+        changed.reverse()
+    else:
+        random.Random(3).shuffle(changed)
+    second = _op(changed).execute(context(store))
+    created = _created(nodedup)
+    assert set(created.values()) == {1}, [c for c, n in created.items() if n > 1]
+    expected_new = {r["cid"] for r in changed} - {r["cid"] for r in recipients[:25]}
+    assert second["sent"] == len(expected_new)
+    assert second["skipped_already_sent"] == len(changed) - len(expected_new)
+
+
+def test_a_repeated_row_is_a_duplicate_and_sent_once(nodedup, context, store) -> None:  # type: ignore[no-untyped-def]
+    recipients = _rows(5)
+    recipients.insert(3, dict(recipients[1]))  # the same conversation and body again
+    recipients.append({"cid": "conv_k1", "n": 77})  # same conversation, other body: a message of its own
+    result = _op(recipients).execute(context(store))
+    assert (result["sent"], result["duplicate"]) == (6, 1)
+    dup = result["outcomes"][3]
+    assert dup["outcome"] == "duplicate" and dup["duplicate_of"] == 1 and dup["conversation_id"] == "conv_k1"
+    assert _created(nodedup)["conv_k1"] == 2 and nodedup.stats()["created"] == 6
+
+
+def test_own_keys_from_a_recipient_field(nodedup, context, store) -> None:  # type: ignore[no-untyped-def]
+    recipients = [{"cid": f"conv_o{i}", "n": i, "key": f"crm-{i}"} for i in range(4)]
+    recipients.append({"cid": "conv_o9", "n": 9})  # no key
+    recipients.append({"cid": "conv_o0", "n": 0, "key": "crm-0"})  # same key, same message
+    recipients.append({"cid": "conv_o7", "n": 7, "key": "crm-1"})  # same key, another message
+    result = _op(recipients, idempotency_key_field="key", max_failure_ratio=1.0).execute(context(store))
+    assert (result["sent"], result["duplicate"], result["invalid"]) == (4, 1, 2)
+    keys = sorted(m["idempotency_key"] for m in nodedup.messages())
+    assert keys == ["crm-0", "crm-1", "crm-2", "crm-3"]
+    errors = {o["index"]: o.get("error", "") for o in result["outcomes"]}
+    assert "key: the recipient's Idempotency-Key is missing" in errors[4]
+    assert "same key as recipient #1" in errors[6]
+    again = _op(recipients, idempotency_key_field="key", max_failure_ratio=1.0).execute(context(store))
+    assert again["skipped_already_sent"] == 4 and nodedup.stats()["created"] == 4
+
+
+def test_no_request_starts_before_the_journal_records_it(nodedup, context, store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14: the write-ahead. At each POST its identity is already in the stored intent."""
+    from vantax_provider.hooks.vantax import VantaxHook
+
+    seen: list[bool] = []
+    original = VantaxHook.asend_request
+
+    async def check(self: VantaxHook, request: Any, *, idempotency_key: Any = None, **kw: Any) -> Any:
+        head = store.get(HEAD_KEY)
+        seen.append(identity(idempotency_key) in set(unpack(head["intent"])))
+        return await original(self, request, idempotency_key=idempotency_key, **kw)
+
+    monkeypatch.setattr(VantaxHook, "asend_request", check)
+    nodedup.configure(latency_ms=5)
+    result = _op(_rows(200), max_concurrency=8).execute(context(store))
+    assert result["sent"] == 200 and len(seen) == 200 and all(seen)
+    head = store.get(HEAD_KEY)
+    assert unpack(head["intent"]) == []  # nothing left in flight at the end
+
+
+class FlakyStore:
+    """A state store whose set() fails on chosen calls (a blip of the API server)."""
+
+    def __init__(self, inner: Any, fail_calls: set[int]) -> None:
+        self.inner, self.fail_calls, self.calls = inner, fail_calls, 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.inner.get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        self.calls += 1
+        if self.calls in self.fail_calls:
+            raise ConnectionError("state store unavailable")
+        self.inner.set(key, value)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+
+def test_one_failed_write_does_not_end_the_journal(nodedup, context, store, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Issue 9 item 5: one set() that raised killed the ticker; the task failed, the retry re-sent all."""
+    nodedup.configure(latency_ms=5)
+    flaky = FlakyStore(store, fail_calls={2})
+    result = _op(_rows(60), max_concurrency=4, checkpoint_interval=0.05).execute(context(flaky))
+    assert result["sent"] == 60 and flaky.calls > 2
+    assert "Writing the bulk journal to the task state store failed" in caplog.text
+    again = _op(_rows(60)).execute(context(store))
+    assert again["skipped_already_sent"] == 60 and nodedup.stats()["created"] == 60
+
+
+def test_the_final_write_is_attempted_after_the_last_send(nodedup, context, store) -> None:  # type: ignore[no-untyped-def]
+    """Every write fails while sending, and the first final one too; a later attempt gets it through."""
+
+    class BrokenUntilTheEnd:
+        def __init__(self) -> None:
+            self.final_attempts = 0
+
+        def get(self, key: str, default: Any = None) -> Any:
+            return store.get(key, default)
+
+        def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+            if unpack(value["intent"]) or len(unpack(value["done"])) < 20:
+                raise TimeoutError("state store too slow")
+            self.final_attempts += 1
+            if self.final_attempts == 1:
+                raise TimeoutError("state store too slow")
+            store.set(key, value)
+
+    broken = BrokenUntilTheEnd()
+    result = _op(_rows(20), max_concurrency=4).execute(context(broken))
+    assert result["sent"] == 20 and broken.final_attempts == 2
+    assert _op(_rows(20)).execute(context(store))["skipped_already_sent"] == 20
+    assert nodedup.stats()["created"] == 20

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,24 +21,26 @@ from vantax_dagtest import dags_folder
 
 N = 150
 RATE = 50.0
-DAG_ID = "vx_bulk_crash"
+DAG_ID = "vx_bulk_crash"  # the dedup=True case
 
-_DAG = f"""
+_DAG = """
 from datetime import datetime
 from airflow.sdk import DAG
 from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
 
-with DAG("{DAG_ID}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
+with DAG("{dag_id}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
     VantaxBulkSendMessageOperator(
         task_id="bulk",
-        recipients=[{{"cid": f"conv_c{{i:03d}}"}} for i in range({N})],
+        recipients=[{{"cid": f"conv_c{{i:03d}}"}} for i in range({n})],
         conversation_id="{{{{ recipient.cid }}}}",
         channel="email",
         subject="s",
         content="Hello {{{{ recipient.cid }}}}",
-        rate_limit={RATE},
-        max_concurrency=8,
+        rate_limit={rate},
+        max_concurrency={concurrency},
         checkpoint_interval=0.2,
+        on_uncertain="{on_uncertain}",
+        max_failure_ratio=1.0,
     )
 """
 
@@ -72,7 +75,9 @@ for _ in range(2):
         row = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag.dag_id, task_ids="bulk",
                                                  key="return_value")).first()
         result = XComModel.deserialize_value(row)
-        print("RESULT " + json.dumps({k: v for k, v in result.items() if k != "outcomes"}), flush=True)
+        summary = {k: v for k, v in result.items() if k != "outcomes"}
+        summary["maybe"] = [o["conversation_id"] for o in result["outcomes"] if o["outcome"] == "maybe_sent"]
+        print("RESULT " + json.dumps(summary), flush=True)
 """
 
 
@@ -81,6 +86,35 @@ def _start(script: Path, dag_file: Path, mode: str) -> subprocess.Popen[str]:
         [sys.executable, str(script), str(dag_file), mode],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
     )  # fmt: skip
+
+
+def _files(tmp_path: Path, dag_id: str, **params: object) -> tuple[Path, Path]:
+    dag_file = dags_folder() / f"{dag_id}.py"
+    dag_file.write_text(_DAG.format(dag_id=dag_id, **params))
+    script = tmp_path / "runner.py"
+    script.write_text(_RUNNER)
+    return script, dag_file
+
+
+def _kill_mid_batch(emu, script: Path, dag_file: Path, *, at: int, n: int) -> int:  # type: ignore[no-untyped-def]
+    """Start the first try, SIGKILL it once ``at`` messages exist, and return how many exist after."""
+    first = _start(script, dag_file, "first")
+    try:
+        deadline = time.monotonic() + 300
+        while emu.stats()["created"] < at:
+            assert first.poll() is None, "the first run ended before it could be killed"
+            assert time.monotonic() < deadline, "the first run never got going"
+            time.sleep(0.02)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)  # also when the wait failed: it must not send into the next test
+        first.wait(30)
+    # Requests the emulator already received when the client died may still complete: wait for quiet.
+    created_at_kill = -1
+    while created_at_kill != emu.stats()["created"]:
+        created_at_kill = emu.stats()["created"]
+        time.sleep(0.3)
+    assert created_at_kill < n, "the first run finished before the kill"
+    return created_at_kill
 
 
 def _results(process: subprocess.Popen[str]) -> list[dict[str, int]]:
@@ -94,27 +128,11 @@ def _results(process: subprocess.Popen[str]) -> list[dict[str, int]]:
 
 
 @pytest.mark.airflow_3_3  # task_state_store
+@pytest.mark.timeout(900)  # a dag.test() start-up per try; the first test also migrates the DB
 def test_sigkill_mid_batch_then_retry_sends_each_recipient_once(dag_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     emu = dag_env
-    dag_file = dags_folder() / f"{DAG_ID}.py"
-    dag_file.write_text(_DAG)
-    script = tmp_path / "runner.py"
-    script.write_text(_RUNNER)
-
-    first = _start(script, dag_file, "first")
-    deadline = time.monotonic() + 120
-    while emu.stats()["created"] < 60:
-        assert first.poll() is None, "the first run ended before it could be killed"
-        assert time.monotonic() < deadline, "the first run never got going"
-        time.sleep(0.05)
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait(30)
-    # Requests the emulator already received when the client died may still complete: wait for quiet.
-    created_at_kill = -1
-    while created_at_kill != emu.stats()["created"]:
-        created_at_kill = emu.stats()["created"]
-        time.sleep(0.3)
-    assert created_at_kill < N, "the first run finished before the kill"
+    script, dag_file = _files(tmp_path, DAG_ID, n=N, rate=RATE, concurrency=8, on_uncertain="resend")
+    created_at_kill = _kill_mid_batch(emu, script, dag_file, at=60, n=N)
     posts_before = sum(1 for r in emu.requests() if r["method"] == "POST")
 
     second, third = _results(_start(script, dag_file, "resume"))
@@ -137,4 +155,50 @@ def test_sigkill_mid_batch_then_retry_sends_each_recipient_once(dag_env, tmp_pat
     print(
         f"\nkilled at {created_at_kill} created; retry skipped {second['skipped_already_sent']}, "
         f"re-sent {stats['replayed']} in flight (replayed), sent {N - created_at_kill} new"
+    )
+
+
+@pytest.mark.airflow_3_3  # task_state_store
+@pytest.mark.timeout(900)  # a dag.test() start-up per try; the first test also migrates the DB
+@pytest.mark.slow
+@pytest.mark.parametrize("on_uncertain", ["resend", "skip"])
+def test_sigkill_without_deduplication_by_the_service(dag_env, tmp_path: Path, on_uncertain: str) -> None:  # type: ignore[no-untyped-def]
+    """
+    Issue 14: the service ignores Idempotency-Key, so only the provider prevents duplicates.
+
+    The duplicates after a crash are bounded by the requests in flight (max_concurrency), not by
+    the checkpoint cadence; with on_uncertain="skip" there are none, and every recipient that
+    was not re-sent is listed as maybe_sent.
+    """
+    emu = dag_env
+    emu.configure(deduplicate=False, latency_ms=30)
+    n, concurrency = 300, 8
+    dag_id = f"vx_bulk_crash_nodedup_{on_uncertain}"
+    script, dag_file = _files(
+        tmp_path, dag_id, n=n, rate=120.0, concurrency=concurrency, on_uncertain=on_uncertain
+    )
+    created_at_kill = _kill_mid_batch(emu, script, dag_file, at=80, n=n)
+
+    second, third = _results(_start(script, dag_file, "resume"))
+    created = Counter(m["conversation_id"] for m in emu.messages())
+    everyone = {f"conv_c{i:03d}" for i in range(n)}
+    duplicates = sum(c - 1 for c in created.values())
+    listed = set(second["maybe"])
+    # Nobody lost without being listed: each recipient has a message or is listed as maybe_sent.
+    assert everyone - set(created) <= listed, sorted(everyone - set(created) - listed)
+    assert set(created) <= everyone
+    if on_uncertain == "resend":
+        assert duplicates <= concurrency, (duplicates, created_at_kill)
+        assert set(created) == everyone and not listed
+    else:
+        assert duplicates == 0, [c for c, k in created.items() if k > 1]
+        assert len(listed) <= concurrency and second["maybe_sent"] == len(listed)
+        assert set(created) | listed == everyone
+        assert third["maybe"] == second["maybe"]  # they stay listed on every later try
+    assert second["sent"] + second["skipped_already_sent"] + second["maybe_sent"] == n
+    assert third["sent"] == 0 and third["failed"] == 0
+    print(
+        f"\n{on_uncertain}: killed at {created_at_kill} created; retry skipped "
+        f"{second['skipped_already_sent']}, sent {second['sent']}, maybe_sent {second['maybe_sent']}; "
+        f"duplicates {duplicates} (max_concurrency {concurrency})"
     )

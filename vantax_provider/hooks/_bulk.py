@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vantax_provider.contract import POST_MAYBE_CREATED
 from vantax_provider.exceptions import VantaxError, VantaxTransportError
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ class BulkProgress:
 
 OnOutcome = Callable[[SendOutcome], None]
 OnTick = Callable[[BulkProgress], Awaitable[None]]
+BeforeSend = Callable[[BulkItem], Awaitable[None]]
 
 
 async def asend_many(
@@ -96,6 +98,8 @@ async def asend_many(
     on_outcome: OnOutcome | None = None,
     on_tick: OnTick | None = None,
     tick_interval: float = 1.0,
+    before_send: BeforeSend | None = None,
+    repeat_uncertain: bool = True,
 ) -> BulkProgress:
     """
     Send every item with at most ``max_concurrency`` requests in flight.
@@ -105,6 +109,10 @@ async def asend_many(
     :class:`VantaxError` becomes a failed outcome; any other exception stops the batch).
     ``on_tick`` runs every ``tick_interval`` seconds and once more at the end, also when the
     batch stops on an error, so a checkpoint written there covers everything that finished.
+    ``before_send`` is awaited with each item just before its request starts (a write-ahead
+    record).  ``repeat_uncertain=False`` never repeats a request that may have created its
+    message (a read timeout, a 500/502/504), even under an idempotency key: for a service that
+    does not deduplicate; such a failure is reported with ``maybe_sent``.
     """
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
@@ -113,10 +121,15 @@ async def asend_many(
 
     async def worker() -> None:
         # One shared iterator: next() runs to completion between awaits, so each item is taken once.
-        for index, request, key in iterator:
+        for item in iterator:
+            index, request, key = item
+            if before_send is not None:
+                await before_send(item)
             progress.in_flight += 1
             try:
-                message = await hook.asend_request(request, idempotency_key=key)
+                message = await hook.asend_request(
+                    request, idempotency_key=key, repeat_uncertain=repeat_uncertain
+                )
             except VantaxError as exc:
                 outcome = _failed(index, request.conversation_id, exc)
                 progress.failed += 1
@@ -169,5 +182,14 @@ def _sent(index: int, conversation_id: str, message: Message) -> SendOutcome:
 
 
 def _failed(index: int, conversation_id: str, exc: VantaxError) -> SendOutcome:
-    maybe_sent = isinstance(exc, VantaxTransportError) and exc.maybe_sent
-    return SendOutcome(index, conversation_id, error=f"{type(exc).__name__}: {exc}", maybe_sent=maybe_sent)
+    return SendOutcome(
+        index, conversation_id, error=f"{type(exc).__name__}: {exc}", maybe_sent=maybe_created(exc)
+    )
+
+
+def maybe_created(exc: VantaxError) -> bool:
+    """Whether a failed create may have created the message (no answer, or 500/502/504, or a bad 2xx)."""
+    if isinstance(exc, VantaxTransportError):
+        return exc.maybe_sent
+    status = exc.status_code
+    return status is not None and (status in POST_MAYBE_CREATED or 200 <= status < 300)

@@ -267,10 +267,22 @@ class VantaxHook(BaseHook):
         return await self.asend_request(request, idempotency_key=idempotency_key)
 
     async def asend_request(
-        self, request: SendMessageRequest, *, idempotency_key: str | None = None
+        self,
+        request: SendMessageRequest,
+        *,
+        idempotency_key: str | None = None,
+        repeat_uncertain: bool = True,
     ) -> Message:
+        """
+        Send one validated message.
+
+        ``repeat_uncertain=False`` does not repeat a failure that may have created the message,
+        even with a key (for a service that does not deduplicate).
+        """
         path, headers = create_call(request, idempotency_key)
-        message = await self._acall("POST", path, json=request.to_body(), headers=headers)
+        message = await self._acall(
+            "POST", path, json=request.to_body(), headers=headers, _repeat_uncertain=repeat_uncertain
+        )
         self.log.debug("Vantax message %s created (status %s).", message.id, message.status)
         return message
 
@@ -357,10 +369,13 @@ class VantaxHook(BaseHook):
                 return outcome
             time.sleep(attempt.wait_or_raise(outcome))
 
-    async def _acall(self, method: str, path: str, **kwargs: Any) -> Message:
+    async def _acall(
+        self, method: str, path: str, *, _repeat_uncertain: bool = True, **kwargs: Any
+    ) -> Message:
         settings = await self.aget_settings()
         self.pacer.set_account_limit(settings.rate_limit, settings.rate_limit_share)
-        attempt = Attempts(self.log, settings.retry, method, path, idempotent=has_idempotency_key(kwargs))
+        idempotent = _repeat_uncertain and has_idempotency_key(kwargs)
+        attempt = Attempts(self.log, settings.retry, method, path, idempotent=idempotent)
         while True:
             await self.pacer.acquire()
             client = await self.get_async_conn()

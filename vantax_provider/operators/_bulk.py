@@ -13,7 +13,8 @@ from airflow.sdk import BaseOperator
 from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
 from vantax_provider.contract import DEFAULT_CONN_ID
 from vantax_provider.operators import _state
-from vantax_provider.operators._bulk_support import Bitmap, Checkpoint, Renderer, RenderError, fingerprint
+from vantax_provider.operators._bulk_journal import MAX_WINDOW, Journal, identity
+from vantax_provider.operators._bulk_support import Renderer, RenderError, recipient_problem
 from vantax_provider.triggers._status import check_status_sets, status_set, to_seconds
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 DEFAULT_MAX_CONCURRENCY = 32
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
+ON_UNCERTAIN = ("resend", "skip")
 #: XCom key of the result when the task fails by the failure policy (``return_value`` is not pushed then).
 FAILED_RESULT_XCOM_KEY = "vantax_bulk_result"
 
@@ -45,20 +47,24 @@ class VantaxBulkSendMessageOperator(BaseOperator):
 
     Each rendered message is validated before any request; invalid recipients are reported and
     not sent.  Sends run through the async hook with at most ``max_concurrency`` in flight and an
-    optional ``rate_limit``; a 429 ``Retry-After`` pauses the whole batch.  Every recipient gets a
-    deterministic ``Idempotency-Key`` (task instance, position, conversation and body), so a retry
-    cannot create a message twice.  On Airflow >= 3.3 the positions already sent are checkpointed
-    in ``task_state_store`` (a compressed bitmap, a few KB for 10,000 recipients) every
-    ``checkpoint_interval`` seconds and at the end; a retry, even after the worker was killed,
-    skips them.  On Airflow 3.1/3.2 a retry sends again under the same keys and relies on Vantax
-    to deduplicate.  Do not put values that change between tries (``ti.try_number``, the current
-    time) into the message, or the keys change with them.
+    optional ``rate_limit``; a 429 ``Retry-After`` pauses the whole batch.  Every message gets a
+    deterministic ``Idempotency-Key`` derived from the task instance, the conversation and the
+    rendered body (not the list position), or the recipient's own key (``idempotency_key_field``);
+    a row that repeats an earlier row's message is reported as ``duplicate`` and sent once.  On
+    Airflow >= 3.3 a write-ahead journal in ``task_state_store`` records which messages are about
+    to be sent and which were sent, so a retry, even after the worker was killed and with a
+    changed list, sends nobody twice except the at most ``max_concurrency`` messages in flight at
+    the crash, which ``on_uncertain`` re-sends under their keys or skips.  On Airflow 3.1/3.2 a
+    retry sends again under the same keys and relies on Vantax to deduplicate.  Do not put values
+    that change between tries (``ti.try_number``, the current time) into the message, or the keys
+    change with them.
 
     Returns (XCom ``return_value``) ``{"total", "sent", "failed", "invalid", "skipped_already_sent",
-    "outcomes": [...]}``; each outcome has ``index``, ``conversation_id``, ``outcome`` (``sent``,
-    ``failed``, ``invalid`` or ``skipped_already_sent``) and ``message_id`` + ``status`` or ``error``;
-    never a body.  About 100 bytes per recipient (1 MB for 10,000).  When the failure policy fails
-    the task, the same dict is pushed under the XCom key ``vantax_bulk_result``.
+    "duplicate", "maybe_sent", "outcomes": [...]}``; each outcome has ``index``,
+    ``conversation_id``, ``outcome`` (``sent``, ``failed``, ``invalid``, ``skipped_already_sent``,
+    ``duplicate`` or ``maybe_sent``) and ``message_id`` + ``status`` or ``error``; never a body.
+    When the failure policy fails the task, the same dict is pushed under the XCom key
+    ``vantax_bulk_result``.
 
     :param recipients: list of dicts, one per message. (templated)
     :param conversation_id: conversation to post into; literal or per-recipient template.
@@ -73,7 +79,13 @@ class VantaxBulkSendMessageOperator(BaseOperator):
     :param rate_limit: most messages started per second; None for no limit.
     :param max_failure_ratio: None (default) fails the task when any recipient failed or was
         invalid; a ratio in [0, 1] fails it only when (failed + invalid) / total exceeds it.
-    :param checkpoint_interval: seconds between two progress checkpoints (Airflow >= 3.3).
+    :param checkpoint_interval: seconds between two journal writes when no request waits for
+        one (Airflow >= 3.3); a request never starts before the write that records it.
+    :param on_uncertain: ``"resend"`` (default) re-sends, under the same keys, messages whose
+        outcome an earlier try or a failure left unknown; ``"skip"`` never sends them again (nor
+        repeats a request that may have created its message) and reports them as ``maybe_sent``.
+    :param idempotency_key_field: the recipient dict key holding that recipient's own
+        Idempotency-Key (1-255 printable ASCII characters); None derives the keys.
     :param progress_interval: seconds between two progress log lines.
     :param wait_for_delivery: after sending, wait until every sent message is final; messages
         not delivered then count as failures for ``max_failure_ratio``.
@@ -106,6 +118,8 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         rate_limit: float | None = None,
         max_failure_ratio: float | None = None,
         checkpoint_interval: float = 1.0,
+        on_uncertain: str = "resend",
+        idempotency_key_field: str | None = None,
         progress_interval: float = 10.0,
         wait_for_delivery: bool = False,
         deferrable: bool | None = None,
@@ -122,8 +136,8 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             "html": html, "from_phone_number_id": from_phone_number_id, "media_url": media_url,
         }  # fmt: skip
         self.vantax_conn_id = vantax_conn_id
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}.")
+        if not 1 <= max_concurrency <= MAX_WINDOW:
+            raise ValueError(f"max_concurrency must be between 1 and {MAX_WINDOW}, got {max_concurrency!r}.")
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"rate_limit must be positive or None, got {rate_limit!r}.")
         if max_failure_ratio is not None and not 0 <= max_failure_ratio <= 1:
@@ -136,6 +150,16 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         for name, value in intervals.items():
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value!r}.")
+        if on_uncertain not in ON_UNCERTAIN:
+            raise ValueError(f"on_uncertain must be 'resend' or 'skip', got {on_uncertain!r}.")
+        if idempotency_key_field is not None and not (
+            isinstance(idempotency_key_field, str) and idempotency_key_field
+        ):
+            raise ValueError(
+                "idempotency_key_field must be a recipient dict key (a non-empty string) or None."
+            )
+        self.on_uncertain = on_uncertain
+        self.idempotency_key_field = idempotency_key_field
         self.max_concurrency = int(max_concurrency)
         self.rate_limit = rate_limit
         self.max_failure_ratio = max_failure_ratio
@@ -163,23 +187,32 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         renderer = Renderer(self.message_fields, context)  # template syntax errors fail here, before sending
         hook = self._make_hook()
         _ = hook.settings  # read the connection now, outside the event loop, and fail early if unusable
-        checkpoint = Checkpoint(_state.state_store(context), len(recipients), fingerprint(recipients))
-        done = checkpoint.load()
-        if done.count:
+        journal = Journal(
+            _state.state_store(context), window=self.max_concurrency, interval=self.checkpoint_interval
+        )
+        journal.load()
+        if journal.prior_done or journal.prior_maybe or journal.prior_uncertain:
             self.log.info(
-                "%d of %d recipients were sent by an earlier try: skipping them.", done.count, len(recipients)
-            )
-        batch = _Batch(len(recipients), done, checkpoint, self)
+                "An earlier try sent %d messages of this task; %d more may have been sent (on_uncertain=%r).",
+                len(journal.prior_done), len(journal.prior_maybe | journal.prior_uncertain),
+                self.on_uncertain,
+            )  # fmt: skip
+        batch = _Batch(len(recipients), journal, self)
         items = self._items(recipients, renderer, hook, context, batch)
 
         async def run() -> None:
+            journal.start()
             try:
                 await hook.asend_many(
                     items, max_concurrency=self.max_concurrency, on_outcome=batch.record, on_tick=batch.tick,
-                    tick_interval=min(self.checkpoint_interval, self.progress_interval),
+                    tick_interval=self.progress_interval, before_send=batch.admit,
+                    repeat_uncertain=self.on_uncertain == "resend",
                 )  # fmt: skip
             finally:
-                await hook.aclose()
+                try:
+                    await journal.close()
+                finally:
+                    await hook.aclose()
 
         asyncio.run(run())
         result = batch.result()
@@ -197,12 +230,18 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         context: Context,
         batch: _Batch,
     ) -> Iterator[BulkItem]:
-        """Render, validate and key each recipient lazily, as the senders ask for the next one."""
+        """Check, render, validate and key each recipient lazily, as the senders ask for the next one."""
         from vantax_provider.exceptions import VantaxValidationError
+        from vantax_provider.idempotency import derive_bulk_idempotency_key
 
+        task = _state.task_identity(context)
+        journal = batch.journal
+        seen: dict[int, int] = {}  # identity -> first row
+        messages: dict[int, int] = {}  # own keys only: identity -> identity of the derived key
         for index, recipient in enumerate(recipients):
-            if batch.done[index]:
-                batch.skipped(index, renderer.conversation_id_or_none(recipient))
+            problem = recipient_problem(recipient)
+            if problem is not None:
+                batch.invalid(index, None, problem)
                 continue
             try:
                 fields = renderer.render(recipient)
@@ -213,21 +252,51 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             except VantaxValidationError as exc:
                 batch.invalid(index, fields.get("conversation_id"), "; ".join(str(e) for e in exc.errors))
                 continue
-            key = _state.idempotency_key_for(
-                None,
-                context,
-                conversation_id=request.conversation_id,
-                body=request.to_body(),
-                recipient=index,
-            )
+            cid = request.conversation_id
+            derived = derive_bulk_idempotency_key(**task, conversation_id=cid, body=request.to_body())
+            key = derived
+            if self.idempotency_key_field is not None:
+                key, problem = _own_key(recipient, self.idempotency_key_field)
+                if problem is not None:
+                    batch.invalid(index, cid, problem)
+                    continue
+            ident = identity(key)
+            message = ident if key is derived else identity(derived)
+            if ident in seen:
+                first = seen[ident]
+                if messages.get(ident, ident) != message:
+                    batch.invalid(
+                        index, cid, f"{self.idempotency_key_field}: the same key as recipient #{first}, "
+                        "for a different message",
+                    )  # fmt: skip
+                else:
+                    batch.duplicate(index, cid, first)
+                continue
+            seen[ident] = index
+            if message != ident:
+                messages[ident] = message
+            earlier = journal.prior(ident)
+            if earlier == "done":
+                batch.skipped(index, cid)
+                continue
+            if earlier == "maybe" and self.on_uncertain == "skip":
+                batch.maybe_sent(index, cid, "an earlier try may have sent it (its outcome is unknown)")
+                continue
+            batch.identities[index] = ident
             yield index, request, key
 
     def _log_summary(self, result: dict[str, Any]) -> None:
         self.log.info(
-            "Vantax bulk send finished: %d sent, %d failed, %d invalid, %d skipped (already sent) of %d.",
+            "Vantax bulk send finished: %d sent, %d failed, %d invalid, %d skipped (already sent), "
+            "%d duplicate rows, %d maybe sent of %d.",
             result["sent"], result["failed"], result["invalid"], result["skipped_already_sent"],
-            result["total"],
+            result["duplicate"], result["maybe_sent"], result["total"],
         )  # fmt: skip
+        if result["maybe_sent"]:
+            self.log.warning(
+                "%d messages may or may not have been sent (on_uncertain='skip'): they are listed as "
+                "'maybe_sent' in the result; check them in Vantax.", result["maybe_sent"],
+            )  # fmt: skip
 
     def _apply_policy(self, context: Context, result: dict[str, Any], failures: int) -> None:
         total = result["total"]
@@ -294,66 +363,81 @@ class VantaxBulkSendMessageOperator(BaseOperator):
 
 
 class _Batch:
-    """Outcomes of one run, by position, and the counters behind the progress log and checkpoint."""
+    """Outcomes of one run, by position, and the counters behind the progress log and the result."""
 
-    def __init__(
-        self, total: int, done: Bitmap, checkpoint: Checkpoint, op: VantaxBulkSendMessageOperator
-    ) -> None:
-        self.total, self.done, self.checkpoint = total, done, checkpoint
-        self.checkpoint_interval, self.progress_interval, self.log = (
-            op.checkpoint_interval,
-            op.progress_interval,
-            op.log,
-        )
+    def __init__(self, total: int, journal: Journal, op: VantaxBulkSendMessageOperator) -> None:
+        self.total, self.journal, self.log = total, journal, op.log
+        self.progress_interval = op.progress_interval
+        self.skip_uncertain = op.on_uncertain == "skip"
         self.outcomes: list[dict[str, Any] | None] = [None] * total
-        self.counts = {"sent": 0, "failed": 0, "invalid": 0, "skipped_already_sent": 0}
-        self._dirty = False
-        self._last_checkpoint = 0.0
+        self.identities: dict[int, int] = {}  # position -> journal identity, while being sent
+        self.counts = dict.fromkeys(
+            ("sent", "failed", "invalid", "skipped_already_sent", "duplicate", "maybe_sent"), 0
+        )
         self._last_log = time.monotonic()
+
+    async def admit(self, item: BulkItem) -> None:
+        await self.journal.admit(self.identities[item[0]])
 
     def record(self, outcome: SendOutcome) -> None:
         entry: dict[str, Any] = {"index": outcome.index, "conversation_id": outcome.conversation_id}
+        ident = self.identities.pop(outcome.index)
         if outcome.ok:
             entry.update(outcome="sent", message_id=outcome.message_id, status=outcome.status)
-            self.done.set(outcome.index)
-            self._dirty = True
             self.counts["sent"] += 1
+        elif outcome.maybe_sent and self.skip_uncertain:
+            entry.update(outcome="maybe_sent", error=outcome.error)
+            self.counts["maybe_sent"] += 1
         else:
             entry.update(outcome="failed", error=outcome.error)
             if outcome.maybe_sent:
                 entry["maybe_sent"] = True
             self.counts["failed"] += 1
+        self.journal.finished(ident, sent=outcome.ok, maybe=outcome.maybe_sent)
         self.outcomes[outcome.index] = entry
 
-    def invalid(self, index: int, conversation_id: Any, reason: str) -> None:
+    def _set(self, index: int, conversation_id: Any, outcome: str, **extra: Any) -> None:
         cid = conversation_id if isinstance(conversation_id, str) else None
-        self.outcomes[index] = {"index": index, "conversation_id": cid, "outcome": "invalid", "error": reason}
-        self.counts["invalid"] += 1
+        self.outcomes[index] = {"index": index, "conversation_id": cid, "outcome": outcome, **extra}
+        self.counts[outcome] += 1
+
+    def invalid(self, index: int, conversation_id: Any, reason: str) -> None:
+        self._set(index, conversation_id, "invalid", error=reason)
 
     def skipped(self, index: int, conversation_id: str | None) -> None:
-        entry = {"index": index, "conversation_id": conversation_id, "outcome": "skipped_already_sent"}
-        self.outcomes[index] = entry
-        self.counts["skipped_already_sent"] += 1
+        self._set(index, conversation_id, "skipped_already_sent")
+
+    def duplicate(self, index: int, conversation_id: str, first: int) -> None:
+        self._set(index, conversation_id, "duplicate", duplicate_of=first)
+
+    def maybe_sent(self, index: int, conversation_id: str, reason: str) -> None:
+        self._set(index, conversation_id, "maybe_sent", error=reason)
 
     async def tick(self, progress: BulkProgress) -> None:
         now = time.monotonic()
-        if self._dirty and (progress.finished or now - self._last_checkpoint >= self.checkpoint_interval):
-            self._dirty = False
-            self._last_checkpoint = now
-            # The state store call blocks on the supervisor: keep it off the event loop.
-            await asyncio.to_thread(self.checkpoint.save, self.done.snapshot())
         if progress.finished or now - self._last_log >= self.progress_interval:
             self._last_log = now
-            finished = sum(self.counts.values())
+            c = self.counts
             self.log.info(
                 "Vantax bulk send: %d sent, %d failed, %d invalid, %d skipped, %d remaining of %d (%.1f/s).",
-                self.counts["sent"], self.counts["failed"], self.counts["invalid"],
-                self.counts["skipped_already_sent"], self.total - finished, self.total, progress.rate,
+                c["sent"], c["failed"], c["invalid"],
+                c["skipped_already_sent"] + c["duplicate"] + c["maybe_sent"],
+                self.total - sum(c.values()), self.total, progress.rate,
             )  # fmt: skip
 
     def result(self) -> dict[str, Any]:
         outcomes = [o for o in self.outcomes if o is not None]
         return {"total": self.total, **self.counts, "outcomes": outcomes}
+
+
+def _own_key(recipient: Mapping[str, Any], field: str) -> tuple[str, str | None]:
+    """The recipient's own Idempotency-Key, or the reason it cannot be used."""
+    value = recipient.get(field)
+    if not isinstance(value, str) or not value:
+        return "", f"{field}: the recipient's Idempotency-Key is missing (got {type(value).__name__})"
+    if not (len(value) <= 255 and value.isascii() and value.isprintable()):
+        return "", f"{field}: an Idempotency-Key must be 1 to 255 printable ASCII characters"
+    return value, None
 
 
 def _recipient_list(value: Any) -> Sequence[Any]:

@@ -1,31 +1,13 @@
-"""
-Pieces of the bulk send operator: per-recipient rendering and the progress checkpoint.
-
-The checkpoint is a bitmap of the positions already sent, zlib-compressed and base64-encoded:
-10,000 recipients take 1,250 bytes before compression, so one state-store key holds up to
-~400,000 positions under the 64 KB value policy; longer lists spread over more keys.
-"""
+"""Pieces of the bulk send operator: checking and rendering one recipient."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import logging
-import zlib
+import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vantax_provider.exceptions import FieldError, VantaxValidationError
 
-if TYPE_CHECKING:
-    from vantax_provider.operators._state import StateStore
-
-log = logging.getLogger(__name__)
-
-CHECKPOINT_KEY = "vantax_bulk_sent"
-#: Raw bitmap bytes per state-store key: base64 of the compressed chunk stays under 64 KB.
-CHUNK_BYTES = 45_000
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")
 
 
@@ -42,7 +24,9 @@ class Renderer:
     Compiles the message fields once and renders them per recipient.
 
     Sandboxed (no access to unsafe attributes, no mutation) and strict (a missing key is an
-    error, not an empty string).  Strings without ``{{``, ``{%`` or ``{#`` are used as they are.
+    error, not an empty string).  A JSON ``null`` read from a dict behaves like a missing key:
+    printing it fails the recipient, while ``| default(...)``, ``or`` and ``{% if %}`` handle it.
+    Strings without ``{{``, ``{%`` or ``{#`` are used as they are.
 
     :param fields: the operator's message fields: literals, templates, or None.
     :param context: the task context, visible to every template next to ``recipient``.
@@ -50,9 +34,8 @@ class Renderer:
 
     def __init__(self, fields: Mapping[str, Any], context: Mapping[str, Any]) -> None:
         from jinja2 import StrictUndefined, TemplateSyntaxError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+        env = _environment()(undefined=StrictUndefined, keep_trailing_newline=True)
         globals_ = dict(context)
         errors: list[FieldError] = []
 
@@ -116,88 +99,72 @@ class Renderer:
         return value
 
 
-class Bitmap:
-    """One bit per recipient position: set once the message was sent."""
+def _environment() -> Any:
+    """The sandboxed environment class, in which a None read from a dict is a strict undefined."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    def __init__(self, total: int, data: bytes | None = None) -> None:
-        self.total = total
-        size = (total + 7) // 8
-        self._bits = bytearray(data[:size] if data else b"").ljust(size, b"\0")
-        self.count = sum(bin(b).count("1") for b in self._bits)
+    class NullValue(StrictUndefined):
+        """A JSON null: false and equal to None in tests, an error when printed or used as text."""
 
-    def __getitem__(self, index: int) -> bool:
-        return bool(self._bits[index >> 3] & (1 << (index & 7)))
+        __slots__ = ()
 
-    def set(self, index: int) -> None:
-        if not self[index]:
-            self._bits[index >> 3] |= 1 << (index & 7)
-            self.count += 1
+        def __bool__(self) -> bool:  # type: ignore[override]
+            return False
 
-    def snapshot(self) -> bytes:
-        return bytes(self._bits)
+        def __eq__(self, other: object) -> bool:  # type: ignore[override]
+            return other is None or isinstance(other, NullValue)
+
+        def __ne__(self, other: object) -> bool:  # type: ignore[override]
+            return not self.__eq__(other)
+
+        def __hash__(self) -> int:  # type: ignore[override]
+            return hash(None)
+
+    def null(obj: Any, name: Any) -> Any:
+        hint = f"{name!r} is null (JSON null); handle it in the template, e.g. with | default('...')"
+        return NullValue(hint=hint, obj=obj, name=str(name))
+
+    class Environment(ImmutableSandboxedEnvironment):
+        def getitem(self, obj: Any, argument: Any) -> Any:
+            value = super().getitem(obj, argument)
+            return null(obj, argument) if value is None and isinstance(obj, Mapping) else value
+
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            value = super().getattr(obj, attribute)
+            return null(obj, attribute) if value is None and isinstance(obj, Mapping) else value
+
+    return Environment
 
 
-def fingerprint(recipients: Any) -> str:
-    """A digest of the recipient list: a checkpoint applies only to the list it was written for."""
-    material = json.dumps(recipients, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
+def recipient_problem(recipient: Any) -> str | None:
+    """Why a recipient is not a JSON object with text keys, or None when it is one."""
+    if not isinstance(recipient, Mapping):
+        return f"recipient: must be a dict, got {type(recipient).__name__}"
+    return _json_problem(recipient, "recipient", 0)
 
 
-def encode_chunk(data: bytes) -> str:
-    return base64.b64encode(zlib.compress(data, 6)).decode("ascii")
-
-
-def decode_chunk(text: str) -> bytes:
-    return zlib.decompress(base64.b64decode(text))
-
-
-class Checkpoint:
-    """
-    Reads and writes the sent-positions bitmap in the task's state store.
-
-    Keys ``vantax_bulk_sent``, ``vantax_bulk_sent_1``, ...; each value carries the list's
-    fingerprint and size, so a checkpoint of another list (the upstream task produced different
-    recipients) is ignored rather than applied.  Bits are only ever added, so a crash between
-    two key writes leaves a valid, if older, checkpoint.
-
-    :param store: the task's ``task_state_store``, or None on Airflow before 3.3 (a no-op then).
-    :param total: number of recipients.
-    :param digest: :func:`fingerprint` of the recipients.
-    """
-
-    def __init__(self, store: StateStore | None, total: int, digest: str) -> None:
-        self.store, self.total, self.digest = store, total, digest
-        self.chunks = max(1, -(-((total + 7) // 8) // CHUNK_BYTES))
-
-    @staticmethod
-    def key(chunk: int) -> str:
-        return CHECKPOINT_KEY if chunk == 0 else f"{CHECKPOINT_KEY}_{chunk}"
-
-    def load(self) -> Bitmap:
-        if self.store is None:
-            return Bitmap(self.total)
-        parts: list[bytes] = []
-        for chunk in range(self.chunks):
-            value = self.store.get(self.key(chunk))
-            if not isinstance(value, dict):
-                break
-            if value.get("fingerprint") != self.digest or value.get("total") != self.total:
-                log.warning(
-                    "A progress checkpoint of this task instance belongs to a different recipient list; "
-                    "ignoring it (Idempotency-Keys still prevent duplicates of unchanged messages)."
+def _json_problem(value: Any, where: str, depth: int) -> str | None:
+    if depth > 32:
+        return f"{where} is nested more than 32 levels deep"
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where} is {value!r}, which JSON cannot hold"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (
+                    f"{where} has a key of type {type(key).__name__} ({str(key)[:40]!r}); keys must be text"
                 )
-                return Bitmap(self.total)
-            try:
-                parts.append(decode_chunk(str(value.get("bits", ""))).ljust(CHUNK_BYTES, b"\0"))
-            except (ValueError, zlib.error):
-                log.warning("Unreadable progress checkpoint %r ignored.", self.key(chunk))
-                break
-        return Bitmap(self.total, b"".join(parts))
-
-    def save(self, data: bytes) -> None:
-        if self.store is None:
-            return
-        for chunk in range(self.chunks):
-            piece = data[chunk * CHUNK_BYTES : (chunk + 1) * CHUNK_BYTES]
-            value = {"fingerprint": self.digest, "total": self.total, "bits": encode_chunk(piece)}
-            self.store.set(self.key(chunk), value)
+            problem = _json_problem(item, f"{where}.{key[:40]}", depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            problem = _json_problem(item, f"{where}[{i}]", depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"{where} is a {type(value).__name__}, which JSON cannot hold (use a list or a dict)"
