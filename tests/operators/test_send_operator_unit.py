@@ -10,8 +10,9 @@ import pytest
 
 from vantax_provider._compat import AirflowException, AirflowFailException
 from vantax_provider.hooks.vantax import VantaxHook
-from vantax_provider.idempotency import derive_idempotency_key
+from vantax_provider.operators._state import single_send_key
 from vantax_provider.operators.vantax import VantaxSendMessageOperator
+from vantax_provider.triggers._status import DEFERRAL_SETTLE_SECONDS
 
 
 def operator(**kwargs: Any) -> VantaxSendMessageOperator:
@@ -22,7 +23,7 @@ def operator(**kwargs: Any) -> VantaxSendMessageOperator:
 class FakeTI:
     """Just what the operator uses of a task instance, for the Airflow < 3.3 path (no state store)."""
 
-    dag_id, task_id, run_id, map_index = "d", "send", "manual__1", -1
+    dag_id, task_id, run_id, map_index, max_tries = "d", "send", "manual__1", -1, 0
 
     def __init__(self) -> None:
         self.pushed: dict[str, Any] = {}
@@ -91,10 +92,7 @@ def test_without_a_state_store_a_retry_relies_on_the_derived_key(
     assert out1["id"] == out2["id"] == first.pushed["message_id"] == second.pushed["message_id"]
     stats = vantax_emulator.stats()
     assert stats["created"] == 1 and stats["replayed"] == 1
-    key = derive_idempotency_key(
-        dag_id="d", task_id="send", run_id="manual__1", map_index=None, conversation_id="conv_1",
-        body={"channel": "facebook", "content": "hello"},
-    )  # fmt: skip
+    key = single_send_key(None, {"ti": FakeTI()}, "conv_1")
     assert [m["idempotency_key"] for m in vantax_emulator.messages()] == [key]
 
 
@@ -195,6 +193,7 @@ def test_deferrable_wait_defers_to_the_trigger_with_ids_only(vantax_conn: str, v
 
     from vantax_provider.triggers.vantax import VantaxMessageStatusTrigger
 
+    vantax_emulator.configure(queued_seconds=30)  # still in progress after the look in the worker
     ti = FakeTI()
     op = operator(wait_for_delivery=True, deferrable=True, poll_interval=0.5, delivery_timeout=60)
     before = time.time()
@@ -206,3 +205,9 @@ def test_deferrable_wait_defers_to_the_trigger_with_ids_only(vantax_conn: str, v
     _, kwargs = trigger.serialize()
     assert kwargs["message_id"] == ti.pushed["message_id"] == vantax_emulator.messages()[0]["id"]
     assert kwargs["poll_interval"] == 0.5 and before + 60 <= kwargs["end_time"] <= time.time() + 60
+    # Not resumed before the scheduler has settled the deferral (apache/airflow#71580, #72716).
+    assert before + DEFERRAL_SETTLE_SECONDS <= kwargs["not_before"] <= time.time() + DEFERRAL_SETTLE_SECONDS
+    assert set(kwargs) == {
+        "conversation_id", "message_id", "vantax_conn_id", "end_time", "poll_interval", "success_statuses",
+        "failure_statuses", "not_before",
+    }  # fmt: skip

@@ -13,7 +13,7 @@ from airflow.sdk import BaseOperator
 from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
 from vantax_provider.operators import _state
 from vantax_provider.operators._bulk_support import Bitmap, Checkpoint, Renderer, RenderError, fingerprint
-from vantax_provider.triggers._status import check_status_sets, status_set, to_seconds
+from vantax_provider.triggers._status import check_status_sets, settle_until, status_set, to_seconds
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -265,6 +265,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             return result
         trigger = self._trigger(result)
         if self.deferrable:
+            trigger.not_before = settle_until()  # Airflow's defer race: see docs/reliability.md
             self.defer(trigger=trigger, method_name="execute_complete", kwargs={"result": result})
 
         async def first_event() -> dict[str, Any]:
