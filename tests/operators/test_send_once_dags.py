@@ -38,13 +38,14 @@ CONTENT = "Code {{{{ range(10000, 99999) | random }}}} at {{{{ macros.datetime.n
 with DAG("{dag_id}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
     DiesAfterThePost(
         task_id="send", conversation_id="conv_once", channel="facebook", content=CONTENT,
-        on_uncertain="{on_uncertain}", retries=1, retry_delay=0,
+        retries=1, retry_delay=0, {extra}
     )
 """
 
 
 def _dag(dag_id: str, on_uncertain: str) -> Any:
-    return load_dag(dag_id, DAG.format(dag_id=dag_id, on_uncertain=on_uncertain))
+    extra = "" if on_uncertain == "resend" else f"on_uncertain={on_uncertain!r},"  # resend: the default
+    return load_dag(dag_id, DAG.format(dag_id=dag_id, extra=extra))
 
 
 def test_crash_between_post_and_record_then_retry_resends_the_first_request(dag_env: Any) -> None:
