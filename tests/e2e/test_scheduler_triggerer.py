@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import textwrap
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from vantax_provider.operators.vantax import VantaxBulkSendMessageOperator, Vant
 from vantax_provider.sensors.vantax import VantaxMessageStatusSensor
 
 with DAG("e2e_vantax", schedule=None, start_date=datetime(2025, 1, 1), catchup=False,
-         max_active_runs=8, default_args={"retries": 0}) as dag:
+         max_active_runs=8, default_args={"retries": 0}, is_paused_upon_creation=True) as dag:
     VantaxSendMessageOperator(
         task_id="send_and_wait", conversation_id="conv_e2e_wait", channel="facebook",
         content="e2e wait {{ run_id }}", wait_for_delivery=True, deferrable=True, poll_interval=0.5,
@@ -74,9 +73,12 @@ def test_deferred_waits_at_realistic_timing_with_concurrent_runs(
     run_ids: list[str] = []
     with AirflowCluster(tmp_path / "home", dags, env=vantax_emulator.airflow_env(), parallelism=8) as cluster:
         cluster.wait_for_dag("e2e_vantax")
-        for _ in range(ROUNDS):
-            with ThreadPoolExecutor(RUNS_AT_ONCE) as pool:  # triggered together: the runs overlap
-                batch = list(pool.map(lambda _: cluster.trigger("e2e_vantax"), range(RUNS_AT_ONCE)))
+        for round_ in range(ROUNDS):
+            if round_:
+                cluster.airflow("dags", "pause", "e2e_vantax")
+            # Queued while the DAG is paused, then started together: the runs overlap.
+            batch = [cluster.trigger("e2e_vantax") for _ in range(RUNS_AT_ONCE)]
+            cluster.airflow("dags", "unpause", "e2e_vantax")
             states = {run_id: cluster.wait_for_run("e2e_vantax", run_id, timeout=300) for run_id in batch}
             tis = {r: {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in cluster.task_instances(
                 "e2e_vantax", r)} for r in batch}  # fmt: skip
