@@ -217,10 +217,11 @@ class VantaxSendMessageOperator(BaseOperator):
             if self.deferrable:
                 # Deferring a message that is delivered at once races Airflow's scheduler (see
                 # docs/reliability.md, "Deferred waits"): look in the worker first, briefly.
+                started = time.time()
                 quick = self._wait(conversation_id, message_id, limit=IN_WORKER_WAIT_SECONDS)
                 if quick is not None:
                     return self._output(quick)
-                self._defer(conversation_id, message_id)
+                self._defer(conversation_id, message_id, started)
             message = self._wait(conversation_id, message_id)
         elif message is None:
             message = self.hook.get_message(conversation_id, message_id)
@@ -353,10 +354,10 @@ class VantaxSendMessageOperator(BaseOperator):
                 f"{exc} The idempotency key was used before with another message: give each message its own."
             ) from exc
 
-    def _defer(self, conversation_id: str, message_id: str) -> NoReturn:
+    def _defer(self, conversation_id: str, message_id: str, started: float) -> NoReturn:
         from vantax_provider.triggers.vantax import VantaxMessageStatusTrigger
 
-        end_time = None if self.delivery_timeout is None else time.time() + self.delivery_timeout
+        end_time = None if self.delivery_timeout is None else started + self.delivery_timeout
         self.defer(
             trigger=VantaxMessageStatusTrigger(
                 conversation_id, message_id, vantax_conn_id=self.vantax_conn_id, end_time=end_time,
