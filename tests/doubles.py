@@ -19,6 +19,7 @@ class FakeTI:
     run_id: str = "manual__1"
     map_index: int = -1
     try_number: int = 1
+    max_tries: int = 0
     xcoms: dict[str, Any] = field(default_factory=dict)
 
     def xcom_push(self, key: str, value: Any) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from vantax_dagtest import load_dag, task_states, xcom
 
-from vantax_provider.idempotency import derive_idempotency_key
+from vantax_provider.operators._state import single_send_key
 
 HEADER = """
 from datetime import datetime
@@ -39,10 +40,8 @@ with DAG("op_context", schedule=None, start_date=datetime(2025, 1, 1), params={"
     assert message["conversation_id"] == "conv_ctx"
     assert message["body"]["content"] == f"Report {ds} of op_context"
     assert message["body"]["media_url"] == [f"https://example.com/{ds.replace('-', '')}.png"]
-    assert message["idempotency_key"] == derive_idempotency_key(
-        dag_id="op_context", task_id="send", run_id=dr.run_id, map_index=None, conversation_id="conv_ctx",
-        body=message["body"],
-    )  # fmt: skip
+    ti = SimpleNamespace(dag_id="op_context", task_id="send", run_id=dr.run_id, map_index=-1, max_tries=0)
+    assert message["idempotency_key"] == single_send_key(None, {"ti": ti}, "conv_ctx")
     returned = xcom(dr, "send")
     assert returned["id"] == message["id"] == xcom(dr, "send", "message_id")
     assert returned["conversation_id"] == "conv_ctx" and returned["status"] in ("queued", "sent")

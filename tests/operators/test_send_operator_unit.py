@@ -11,7 +11,9 @@ import pytest
 from tests.doubles import FakeTI
 from vantax_provider._compat import AirflowException, AirflowFailException
 from vantax_provider.hooks.vantax import VantaxHook
+from vantax_provider.operators._state import single_send_key
 from vantax_provider.operators.vantax import VantaxSendMessageOperator
+from vantax_provider.triggers._status import DEFERRAL_SETTLE_SECONDS
 
 
 def operator(**kwargs: Any) -> VantaxSendMessageOperator:
@@ -81,12 +83,13 @@ def test_without_a_state_store_a_retry_relies_on_the_derived_key(
     assert stats["created"] == 1 and stats["replayed"] == 1
     # Fixed values, not the production function: a change of the key derivation would make a
     # retry across an upgrade present a new key, so it must show up here. The try number is left
-    # out (both tries sent the same key); another message of the same task gets another key.
+    # out (both tries sent the same key), and so is the body (a re-rendered body keeps the key);
+    # a message of the same task to another conversation gets another key.
     posted = [r["idempotency_key"] for r in vantax_emulator.requests() if r["method"] == "POST"]
-    assert posted == ["airflow-eaeeec617337953c865f8b0fb69b4218d2c76ba342b5a791"] * 2
-    operator(content="hello again").execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    assert posted == ["airflow-c504f1f7b43dbe34411a98e9ad0dae139f22382866f25ac6"] * 2
+    operator(conversation_id="conv_2").execute({"ti": FakeTI()})  # type: ignore[arg-type]
     assert vantax_emulator.messages()[-1]["idempotency_key"] == (
-        "airflow-2adb6e2eb698a4e30b6aee20acc41bd967af21d4c153b1d3"
+        "airflow-16bd24f340f1aaa0d953d9192f532d77e1611e70d6232dfb"
     )
 
 
@@ -187,6 +190,7 @@ def test_deferrable_wait_defers_to_the_trigger_with_ids_only(vantax_conn: str, v
 
     from vantax_provider.triggers.vantax import VantaxMessageStatusTrigger
 
+    vantax_emulator.configure(queued_seconds=30)  # still in progress after the look in the worker
     ti = FakeTI()
     op = operator(wait_for_delivery=True, deferrable=True, poll_interval=0.5, delivery_timeout=60)
     before = time.time()
@@ -198,3 +202,9 @@ def test_deferrable_wait_defers_to_the_trigger_with_ids_only(vantax_conn: str, v
     _, kwargs = trigger.serialize()
     assert kwargs["message_id"] == ti.xcoms["message_id"] == vantax_emulator.messages()[0]["id"]
     assert kwargs["poll_interval"] == 0.5 and before + 60 <= kwargs["end_time"] <= time.time() + 60
+    # Not resumed before the scheduler has settled the deferral (apache/airflow#71580, #72716).
+    assert before + DEFERRAL_SETTLE_SECONDS <= kwargs["not_before"] <= time.time() + DEFERRAL_SETTLE_SECONDS
+    assert set(kwargs) == {
+        "conversation_id", "message_id", "vantax_conn_id", "end_time", "poll_interval", "success_statuses",
+        "failure_statuses", "not_before",
+    }  # fmt: skip

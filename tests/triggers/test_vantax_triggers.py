@@ -188,3 +188,22 @@ def test_many_polls_concurrently_within_the_bound(vantax_conn: str, vantax_emula
         in_flight += step
         peak = max(peak, in_flight)
     assert peak == 3  # the cap is used in full and never exceeded
+
+
+# -- the settle time after a deferral (apache/airflow#71580, #72716) ----------------------------
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["single", "many"])
+def test_an_event_is_held_until_not_before(vantax_conn: str, many: bool) -> None:
+    message_id = send("conv_settle")
+    time.sleep(0.3)  # delivered before the trigger's first read: it could fire at once
+    not_before = time.time() + 1.0
+    trigger: Any = (
+        VantaxMessagesStatusTrigger([["conv_settle", message_id]], not_before=not_before, **FAST)
+        if many
+        else VantaxMessageStatusTrigger("conv_settle", message_id, not_before=not_before, **FAST)
+    )
+    assert trigger.serialize()[1]["not_before"] == not_before
+    event = first_event(trigger)
+    assert time.time() >= not_before
+    assert event["status"] == "success"

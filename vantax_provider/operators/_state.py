@@ -4,23 +4,25 @@ What a send remembers across tries of one task instance, and its default idempot
 Airflow 3 clears XCom between tries, so a send is remembered in the task's
 ``task_state_store`` (Airflow >= 3.3).  On 3.1/3.2 there is none: a retry then sends again
 under the same derived ``Idempotency-Key``, and deduplication is up to the service.
-Shared by the single and the bulk send operators.
+Shared by the single and the bulk send operators; the single send's record and key are below.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from vantax_provider.idempotency import derive_idempotency_key
+from vantax_provider.idempotency import KEY_PREFIX, derive_idempotency_key
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
 
 log = logging.getLogger(__name__)
 
-#: The key under which the single-send operator stores ``{"conversation_id", "message_id"}``.
+#: The key under which the single-send operator keeps its record (see :func:`save_single`).
 SENT_MESSAGE_KEY = "vantax_sent_message"
 
 _warned_missing = False
@@ -68,22 +70,6 @@ def save(context: Context | Mapping[str, Any], key: str, value: Any) -> bool:
     return True
 
 
-def load_sent_message(
-    context: Context | Mapping[str, Any], key: str = SENT_MESSAGE_KEY
-) -> tuple[str, str] | None:
-    """``(conversation_id, message_id)`` of a message an earlier try sent, or None."""
-    value = load(context, key)
-    if isinstance(value, dict) and isinstance(value.get("message_id"), str):
-        return str(value.get("conversation_id") or ""), value["message_id"]
-    return None
-
-
-def save_sent_message(
-    context: Context | Mapping[str, Any], conversation_id: str, message_id: str, key: str = SENT_MESSAGE_KEY
-) -> bool:
-    return save(context, key, {"conversation_id": conversation_id, "message_id": message_id})
-
-
 def task_identity(context: Context | Mapping[str, Any]) -> dict[str, Any]:
     """dag_id, task_id, run_id and map_index of the running task instance."""
     ti = cast("Mapping[str, Any]", context)["ti"]
@@ -117,3 +103,89 @@ def idempotency_key_for(
     if option == "":
         return None
     return option if recipient is None else f"{option}-{recipient}"
+
+
+# -- the single send: an intent written before the POST ------------------------------------------
+
+#: ``state`` of a single-send record: written before the POST, and after it with the message id.
+INTENT, SENT = "intent", "sent"
+
+
+def generation(context: Context | Mapping[str, Any]) -> int | None:
+    """
+    Which run of the task instance this try belongs to: its ``max_tries``.
+
+    Airflow keeps ``max_tries`` across the retries of one run of a task instance and raises it
+    when the task is cleared (to the last try number plus ``retries``), so the retries of one run
+    share it and a clear gets a new one.  None where the task instance does not carry it.
+    """
+    value = getattr(cast("Mapping[str, Any]", context)["ti"], "max_tries", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def single_send_key(
+    option: str | None, context: Context | Mapping[str, Any], conversation_id: str
+) -> str | None:
+    """
+    The ``Idempotency-Key`` of a single send.
+
+    ``option`` None derives one from the task instance, its :func:`generation` and the
+    conversation: **not** the body, so a field that renders differently on a retry
+    (``now()``, a random value, a changed XCom) still presents the same key.  ``""`` sends no key;
+    any other string is used as given.
+    """
+    if option == "":
+        return None
+    if option is not None:
+        return option
+    material = json.dumps(
+        ["single", *task_identity(context).values(), generation(context), conversation_id],
+        ensure_ascii=True,
+        separators=(",", ":"),
+    )
+    return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:48]
+
+
+def body_fingerprint(conversation_id: str, body: dict[str, Any]) -> str:
+    """A SHA-256 of the conversation and body, kept instead of the body when content stays private."""
+    material = json.dumps([conversation_id, body], sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def load_single(context: Context | Mapping[str, Any], option: str | None) -> dict[str, Any] | None:
+    """
+    The record an earlier try of this run of the task instance left, or None.
+
+    A record counts when it was written in the same :func:`generation` (a retry), or under the
+    same user-given ``idempotency_key`` (a clear with a fixed key).
+    """
+    value = load(context, SENT_MESSAGE_KEY)
+    if not isinstance(value, dict):
+        return None
+    same_run = value.get("generation") == generation(context)
+    same_key = option not in (None, "") and value.get("idempotency_key") == option
+    if not (same_run or same_key) or value.get("state") not in (INTENT, SENT):
+        return None
+    if value["state"] == SENT and not isinstance(value.get("message_id"), str):
+        return None
+    return value
+
+
+def save_single(context: Context | Mapping[str, Any], record: dict[str, Any]) -> bool:
+    """Write the single-send record; a failing store is logged and reported as False, never raised."""
+    try:
+        return save(context, SENT_MESSAGE_KEY, record)
+    except Exception as exc:  # the send must not fail because the bookkeeping did
+        log.warning("Could not write the Vantax send record to the task state store: %s", str(exc)[:300])
+        return False
+
+
+def forget_single(context: Context | Mapping[str, Any]) -> None:
+    """Drop the intent of a send that certainly created nothing (the request was refused)."""
+    store = state_store(context)
+    if store is None:
+        return
+    try:
+        store.delete(SENT_MESSAGE_KEY)
+    except Exception as exc:
+        log.warning("Could not clear the Vantax send record in the task state store: %s", str(exc)[:300])

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, overload
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
@@ -25,6 +25,7 @@ from vantax_provider.triggers._status import (
     check_status_sets,
     classify,
     event_status,
+    settle_until,
     status_set,
     to_seconds,
     unknown_status_message,
@@ -42,6 +43,11 @@ __all__ = ["VantaxBulkSendMessageOperator", "VantaxConversationLink", "VantaxSen
 
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
+#: A deferrable wait first looks this long in the worker: a message delivered at once never defers.
+IN_WORKER_WAIT_SECONDS = 3.0
+#: ... reading the status at most this often meanwhile.
+IN_WORKER_POLL_SECONDS = 0.5
+ON_UNCERTAIN = ("resend", "skip")
 
 
 class VantaxConversationLink(BaseOperatorLink):
@@ -81,9 +87,11 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
     rendered message is validated before any request; bad input, and a closed messaging window
     (422), fail the task without Airflow retries.
 
-    A retry of the task instance never sends twice: the ``Idempotency-Key`` is derived from the
-    task instance and the request body, and on Airflow >= 3.3 the sent message id is kept in the
-    task's ``task_state_store``, so a retry skips the send and goes straight to waiting.
+    A retry of the task instance never sends a second message, also when a field renders
+    differently on the retry: the default ``Idempotency-Key`` is derived from the task instance
+    and the conversation (not the body), and on Airflow >= 3.3 the request is written to the
+    task's ``task_state_store`` before it is sent and the message id after, so a retry re-sends
+    the stored request or skips the send.  Clearing the task sends a new message.
 
     Returns the message as a JSON dict (XCom ``return_value``) and pushes ``message_id``.
 
@@ -98,7 +106,14 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
     :param media_url: URLs to attach (ignored by email). (templated)
     :param vantax_conn_id: the Airflow connection. (templated)
     :param idempotency_key: None (default) derives one from dag_id, task_id, run_id, map_index,
-        conversation and body; a string is sent as given; ``""`` sends no key. (templated)
+        the task's clear count and the conversation; a string is sent as given; ``""`` sends no key.
+        (templated)
+    :param on_uncertain: what a retry does when an earlier try stopped between sending and recording
+        the answer (Airflow >= 3.3): ``"resend"`` (default) sends the stored request again under the
+        stored key; ``"skip"`` does not send and fails the task, saying the message may have been sent.
+    :param include_content_in_xcom: False keeps ``content``, ``subject`` and ``html`` out of the XCom
+        ``return_value`` (ids, channel and status only) and out of the task state store, e.g. for
+        one-time codes.
     :param wait_for_delivery: wait until the message is delivered or failed before succeeding.
     :param deferrable: wait in the triggerer instead of a worker slot; defaults to
         ``[operators] default_deferrable``.
@@ -125,6 +140,8 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
         media_url: list[str] | str | None = None,
         vantax_conn_id: str = DEFAULT_CONN_ID,
         idempotency_key: str | None = None,
+        on_uncertain: str = "resend",
+        include_content_in_xcom: bool = True,
         wait_for_delivery: bool = False,
         deferrable: bool | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
@@ -143,6 +160,10 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
         self.media_url = media_url
         self.vantax_conn_id = vantax_conn_id
         self.idempotency_key = idempotency_key
+        if on_uncertain not in ON_UNCERTAIN:
+            raise ValueError(f"on_uncertain must be 'resend' or 'skip', got {on_uncertain!r}.")
+        self.on_uncertain = on_uncertain
+        self.include_content_in_xcom = bool(include_content_in_xcom)
         self.wait_for_delivery = wait_for_delivery
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         if poll_interval <= 0:
@@ -177,31 +198,93 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
     # -- execution ------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
-        message: Message | None = None
-        earlier = _state.load_sent_message(context)
-        if earlier is not None:
-            conversation_id, message_id = earlier
-            self.log.info(
-                "Vantax message %s was sent by an earlier try of this task instance: not sending it again.",
-                message_id,
-            )
-        else:
-            request = self._build_request()
-            key = _state.idempotency_key_for(
-                self.idempotency_key, context, conversation_id=request.conversation_id, body=request.to_body()
-            )
-            message = self._send(request, key)
-            conversation_id, message_id = request.conversation_id, message.id
-            _state.save_sent_message(context, conversation_id, message_id)
+        conversation_id, message_id, message = self._send_once(context)
         context["ti"].xcom_push(key="message_id", value=message_id)
 
         if self.wait_for_delivery:
             if self.deferrable:
-                self._defer(conversation_id, message_id)
+                # Deferring a message that is delivered at once races Airflow's scheduler (see
+                # docs/reliability.md, "Deferred waits"): look in the worker first, briefly.
+                started = time.time()
+                quick = self._wait(conversation_id, message_id, limit=IN_WORKER_WAIT_SECONDS)
+                if quick is not None:
+                    return self._output(quick)
+                self._defer(conversation_id, message_id, started)
             message = self._wait(conversation_id, message_id)
         elif message is None:
             message = self.hook.get_message(conversation_id, message_id)
-        return message.model_dump(mode="json")
+        assert message is not None
+        return self._output(message)
+
+    def _output(self, message: Message) -> dict[str, Any]:
+        """The XCom value: the whole message, or its ids and status when the content stays out."""
+        return message.model_dump(mode="json") if self.include_content_in_xcom else message.summary()
+
+    def _send_once(self, context: Context) -> tuple[str, str, Message | None]:
+        """
+        Send the message unless an earlier try of this run of the task instance did.
+
+        The intent (key, conversation, body) is written to the task state store before the POST,
+        and the message id after it; a retry that finds an intent without an id re-sends the
+        stored request under the stored key (``on_uncertain="resend"``) or stops (``"skip"``).
+        """
+        record = _state.load_single(context, self.idempotency_key)
+        if record is not None and record["state"] == _state.SENT:
+            self.log.info(
+                "Vantax message %s was sent by an earlier try of this task instance: not sending it again.",
+                record["message_id"],
+            )
+            return str(record["conversation_id"]), str(record["message_id"]), None
+        if record is not None:
+            request, key = self._uncertain(record)
+        else:
+            request = self._build_request()
+            key = _state.single_send_key(self.idempotency_key, context, request.conversation_id)
+        base: dict[str, Any] = {
+            "generation": _state.generation(context),
+            "idempotency_key": key,
+            "conversation_id": request.conversation_id,
+        }
+        body = request.to_body()
+        if self.include_content_in_xcom:
+            base["body"] = body
+        else:
+            base["fingerprint"] = _state.body_fingerprint(request.conversation_id, body)
+        if record is None:
+            _state.save_single(context, {**base, "state": _state.INTENT})
+        message = self._send(context, request, key, derived=self.idempotency_key is None)
+        _state.save_single(context, {**base, "state": _state.SENT, "message_id": message.id})
+        return request.conversation_id, message.id, message
+
+    def _uncertain(self, record: dict[str, Any]) -> tuple[SendMessageRequest, str | None]:
+        """An earlier try wrote its intent but not the answer: it may have created the message."""
+        key = record.get("idempotency_key")
+        where = f"conversation {record.get('conversation_id')!r}"
+        if self.on_uncertain == "skip":
+            raise AirflowFailException(
+                f"An earlier try of this task instance may have sent its Vantax message to {where}: it "
+                "stopped between the request and recording the answer. on_uncertain='skip': not sending it "
+                "again. Check the conversation; clear the task to send a new message."
+            )
+        body = record.get("body")
+        if isinstance(body, dict):
+            request = self._build_request({**body, "conversation_id": record.get("conversation_id")})
+        else:  # the body was kept out of the store: only the same rendering may be sent again
+            request = self._build_request()
+            fingerprint = _state.body_fingerprint(request.conversation_id, request.to_body())
+            if fingerprint != record.get("fingerprint"):
+                raise AirflowFailException(
+                    f"An earlier try of this task instance may have sent its Vantax message to {where}, "
+                    "and the message rendered differently on this try; with include_content_in_xcom=False "
+                    "the earlier one was not kept, so it cannot be re-sent unchanged: not sending a second "
+                    "message. Check the conversation; clear the task to send a new message."
+                )
+        self.log.warning(
+            "An earlier try of this task instance may have sent its Vantax message to %s; sending the same "
+            "request again under the same Idempotency-Key (on_uncertain='resend').",
+            where,
+        )
+        return request, key if isinstance(key, str) else None
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: succeed on delivery, fail with the trigger's reason otherwise."""
@@ -210,56 +293,88 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
             conversation_id = str(event.get("conversation_id") or self.conversation_id)
             message = self.hook.get_message(conversation_id, str(event["message_id"]))
             context["ti"].xcom_push(key="message_id", value=message.id)
-            return message.model_dump(mode="json")
+            return self._output(message)
         if status in ("failure", "unknown"):
             raise AirflowFailException(text)
         if status in ("timeout", "error"):
             raise AirflowException(text)
         raise AirflowException(f"Unexpected status {status!r} in the Vantax trigger's event: {text}")
 
-    def _build_request(self) -> SendMessageRequest:
+    def _build_request(self, fields: dict[str, Any] | None = None) -> SendMessageRequest:
         from vantax_provider.exceptions import VantaxValidationError
 
         try:
-            fields = omit_blank({name: getattr(self, name) for name in MESSAGE_FIELDS})
+            if fields is None:
+                fields = omit_blank({name: getattr(self, name) for name in MESSAGE_FIELDS})
             return self.hook.build_request(**fields)
         except VantaxValidationError as exc:
             raise AirflowFailException(str(exc)) from exc
 
-    def _send(self, request: SendMessageRequest, idempotency_key: str | None) -> Message:
+    def _send(
+        self, context: Context, request: SendMessageRequest, idempotency_key: str | None, *, derived: bool
+    ) -> Message:
         from vantax_provider.exceptions import (
+            VantaxAuthenticationError,
             VantaxConflictError,
             VantaxInvalidRequestError,
             VantaxMessagingWindowError,
+            VantaxRateLimitError,
             VantaxValidationError,
         )
 
         try:
             return self.hook.send_request(request, idempotency_key=idempotency_key)
         except (VantaxMessagingWindowError, VantaxValidationError, VantaxInvalidRequestError) as exc:
+            _state.forget_single(context)  # refused: nothing was created
             raise AirflowFailException(str(exc)) from exc  # the same input fails the same way on retry
+        except (VantaxAuthenticationError, VantaxRateLimitError):
+            _state.forget_single(context)
+            raise
         except VantaxConflictError as exc:
+            if derived:
+                raise AirflowFailException(
+                    f"{exc} An earlier try of this task instance already sent a message to conversation "
+                    f"{request.conversation_id!r} under this task's Idempotency-Key, with fields that "
+                    "rendered differently then: not sending a second message. Clear the task to send a "
+                    "new one."
+                ) from exc
             raise AirflowFailException(
                 f"{exc} The idempotency key was used before with another message: give each message its own."
             ) from exc
 
-    def _defer(self, conversation_id: str, message_id: str) -> NoReturn:
+    def _defer(self, conversation_id: str, message_id: str, started: float) -> NoReturn:
         from vantax_provider.triggers.vantax import VantaxMessageStatusTrigger
 
-        end_time = None if self.delivery_timeout is None else time.time() + self.delivery_timeout
+        end_time = None if self.delivery_timeout is None else started + self.delivery_timeout
         self.defer(
             trigger=VantaxMessageStatusTrigger(
                 conversation_id, message_id, vantax_conn_id=self.vantax_conn_id, end_time=end_time,
                 poll_interval=self.poll_interval, success_statuses=self.success_statuses or None,
-                failure_statuses=self.failure_statuses or None,
+                failure_statuses=self.failure_statuses or None, not_before=settle_until(),
             ),
             method_name="execute_complete",
         )  # fmt: skip
 
-    def _wait(self, conversation_id: str, message_id: str) -> Message:
-        """Poll in this worker until the message is final or ``delivery_timeout`` passes."""
+    @overload
+    def _wait(self, conversation_id: str, message_id: str) -> Message: ...
+
+    @overload
+    def _wait(self, conversation_id: str, message_id: str, *, limit: float) -> Message | None: ...
+
+    def _wait(self, conversation_id: str, message_id: str, *, limit: float | None = None) -> Message | None:
+        """
+        Poll in this worker until the message is final or ``delivery_timeout`` passes.
+
+        With ``limit``, poll for at most that many seconds (within ``delivery_timeout``) and return
+        None if the message is still in progress then.
+        """
         success, failure = frozenset(self.success_statuses), frozenset(self.failure_statuses)
-        deadline = None if self.delivery_timeout is None else time.monotonic() + self.delivery_timeout
+        timeout = self.delivery_timeout
+        interval = self.poll_interval
+        if limit is not None:
+            timeout = limit if timeout is None else min(limit, timeout)
+            interval = min(interval, IN_WORKER_POLL_SECONDS)
+        deadline = None if timeout is None else time.monotonic() + timeout
         last: str | None = None
         while True:
             try:
@@ -279,12 +394,14 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
                 if outcome is Outcome.UNKNOWN:
                     raise AirflowFailException(unknown_status_message(last, message_id))
             remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0 and limit is not None:
+                return None
             if remaining is not None and remaining <= 0:
                 raise AirflowException(
                     f"Timed out after {self.delivery_timeout:g}s waiting for Vantax message {message_id} "
                     f"to be delivered; last status {last!r}."
                 )
-            time.sleep(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
+            time.sleep(interval if remaining is None else min(interval, remaining))
 
 
 from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator  # noqa: E402

@@ -23,6 +23,7 @@ from vantax_provider.triggers._status import (
     check_status_sets,
     classify,
     event_status,
+    settle_until,
     status_set,
     unknown_status_message,
 )
@@ -151,6 +152,7 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
                 end_time=time.time() + float(self.timeout), poll_interval=float(self.poke_interval),
                 success_statuses=self.success_statuses or None,
                 failure_statuses=self.failure_statuses or None,
+                not_before=settle_until(),  # Airflow's defer race: see docs/reliability.md
             ),
             method_name="execute_complete",
         )  # fmt: skip

@@ -16,6 +16,11 @@ from vantax_provider.exceptions import (
     VantaxTransportError,
 )
 
+#: A deferred wait does not resume sooner than this after it deferred.  Airflow 3.3's scheduler may
+#: fail a task resumed before it has handled the executor's event for the deferring exit
+#: (apache/airflow#71580, #72716); see docs/reliability.md, "Deferred waits".
+DEFERRAL_SETTLE_SECONDS = 10.0
+
 DEFAULT_SUCCESS = frozenset({"delivered"})
 DEFAULT_FAILURE = frozenset({"failed"})
 
@@ -108,6 +113,13 @@ def to_seconds(value: float | timedelta | None, name: str) -> float | None:
     if seconds < 0:
         raise ValueError(f"{name} must not be negative, got {value!r}.")
     return seconds
+
+
+def settle_until(seconds: float = DEFERRAL_SETTLE_SECONDS) -> float:
+    """The earliest time (epoch seconds) a trigger deferred now may fire its event."""
+    import time
+
+    return time.time() + seconds
 
 
 def to_epoch(value: float | str | datetime | None) -> float | None:

@@ -44,6 +44,7 @@ class _StatusWait(BaseTrigger):
         poll_interval: float,
         success_statuses: Iterable[str] | str | None,
         failure_statuses: Iterable[str] | str | None,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if poll_interval <= 0:
@@ -55,15 +56,26 @@ class _StatusWait(BaseTrigger):
         self.failure_statuses = _statuses(failure_statuses)
         self._success = frozenset(self.success_statuses or ())
         self._failure = frozenset(self.failure_statuses or ())
+        self.not_before = None if not_before is None else float(not_before)
 
     def _common_kwargs(self) -> dict[str, Any]:
-        return {
+        kwargs: dict[str, Any] = {
             "vantax_conn_id": self.vantax_conn_id,
             "end_time": self.end_time,
             "poll_interval": self.poll_interval,
             "success_statuses": self.success_statuses,
             "failure_statuses": self.failure_statuses,
         }
+        if self.not_before is not None:
+            kwargs["not_before"] = self.not_before
+        return kwargs
+
+    async def _settle(self) -> None:
+        """Hold the event until ``not_before`` (see ``DEFERRAL_SETTLE_SECONDS``)."""
+        wait = 0.0 if self.not_before is None else self.not_before - time.time()
+        if wait > 0:
+            self.log.info("Holding the event %.1fs after the deferral, as Airflow's scheduler needs.", wait)
+            await asyncio.sleep(wait)
 
     def _classpath(self) -> str:
         return f"{type(self).__module__}.{type(self).__qualname__}"
@@ -91,6 +103,8 @@ class VantaxMessageStatusTrigger(_StatusWait):
     :param poll_interval: seconds between two reads.
     :param success_statuses: statuses that count as delivered, besides ``delivered``.
     :param failure_statuses: statuses that count as failed, besides ``failed``.
+    :param not_before: epoch seconds before which no event is fired (the deferral's settle time);
+        None fires as soon as the outcome is known.
     """
 
     def __init__(
@@ -103,10 +117,11 @@ class VantaxMessageStatusTrigger(_StatusWait):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         success_statuses: Iterable[str] | str | None = None,
         failure_statuses: Iterable[str] | str | None = None,
+        not_before: float | None = None,
     ) -> None:
         super().__init__(
             vantax_conn_id=vantax_conn_id, end_time=end_time, poll_interval=poll_interval,
-            success_statuses=success_statuses, failure_statuses=failure_statuses,
+            success_statuses=success_statuses, failure_statuses=failure_statuses, not_before=not_before,
         )  # fmt: skip
         self.conversation_id = conversation_id
         self.message_id = message_id
@@ -118,7 +133,8 @@ class VantaxMessageStatusTrigger(_StatusWait):
             **self._common_kwargs(),
         }
 
-    def _event(self, status: str, message: str, delivery_status: str | None) -> TriggerEvent:
+    async def _event(self, status: str, message: str, delivery_status: str | None) -> TriggerEvent:
+        await self._settle()
         payload = {
             "status": status,
             "message": message,
@@ -140,19 +156,21 @@ class VantaxMessageStatusTrigger(_StatusWait):
                         "Reading Vantax message %s failed, polling again: %s", self.message_id, exc
                     )
                 except VantaxError as exc:
-                    yield self._event("error", str(exc), last)
+                    yield await self._event("error", str(exc), last)
                     return
                 if last is not None:
                     outcome = classify(last, self._success, self._failure)
                     if outcome is Outcome.SUCCESS:
-                        yield self._event("success", f"Vantax message {self.message_id} is {last}.", last)
+                        text = f"Vantax message {self.message_id} is {last}."
+                        yield await self._event("success", text, last)
                         return
                     if outcome is Outcome.FAILURE:
                         text = f"Vantax message {self.message_id} was not delivered: status {last!r}."
-                        yield self._event("failure", text, last)
+                        yield await self._event("failure", text, last)
                         return
                     if outcome is Outcome.UNKNOWN:
-                        yield self._event("unknown", unknown_status_message(last, self.message_id), last)
+                        text = unknown_status_message(last, self.message_id)
+                        yield await self._event("unknown", text, last)
                         return
                 remaining = _remaining(self.end_time)
                 if remaining is not None and remaining <= 0:
@@ -160,7 +178,7 @@ class VantaxMessageStatusTrigger(_StatusWait):
                         f"Timed out waiting for Vantax message {self.message_id} to be delivered; "
                         f"last status {last!r}."
                     )
-                    yield self._event("timeout", text, last)
+                    yield await self._event("timeout", text, last)
                     return
                 await self._sleep()
         finally:
@@ -184,6 +202,7 @@ class VantaxMessagesStatusTrigger(_StatusWait):
     :param success_statuses: statuses that count as delivered, besides ``delivered``.
     :param failure_statuses: statuses that count as failed, besides ``failed``.
     :param max_concurrency: most reads in flight at once (the connection's rate limit applies too).
+    :param not_before: epoch seconds before which no event is fired; None fires at once.
     """
 
     def __init__(
@@ -196,10 +215,11 @@ class VantaxMessagesStatusTrigger(_StatusWait):
         success_statuses: Iterable[str] | str | None = None,
         failure_statuses: Iterable[str] | str | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        not_before: float | None = None,
     ) -> None:
         super().__init__(
             vantax_conn_id=vantax_conn_id, end_time=end_time, poll_interval=poll_interval,
-            success_statuses=success_statuses, failure_statuses=failure_statuses,
+            success_statuses=success_statuses, failure_statuses=failure_statuses, not_before=not_before,
         )  # fmt: skip
         pairs = [list(pair) for pair in messages]
         if any(len(pair) != 2 or not all(isinstance(p, str) for p in pair) for pair in pairs):
@@ -243,6 +263,7 @@ class VantaxMessagesStatusTrigger(_StatusWait):
                 remaining = _remaining(self.end_time)
                 if not pending or (remaining is not None and remaining <= 0):
                     summary = self._summary(statuses, errors, timed_out=bool(pending))
+                    await self._settle()
                     yield TriggerEvent(summary)  # type: ignore[no-untyped-call]
                     return
                 await self._sleep()
