@@ -11,7 +11,6 @@ import pytest
 from tests.doubles import FakeTI
 from vantax_provider._compat import AirflowException, AirflowFailException
 from vantax_provider.hooks.vantax import VantaxHook
-from vantax_provider.operators._state import single_send_key
 from vantax_provider.operators.vantax import VantaxSendMessageOperator
 from vantax_provider.triggers._status import DEFERRAL_SETTLE_SECONDS
 
