@@ -35,6 +35,7 @@ class StateStore:
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
         self.writes = 0
+        self.history: list[Any] = []  # every value written, in order, as the store returns it
 
     def get(self, key: str, default: Any = None) -> Any:
         return json.loads(self.data[key]) if key in self.data else default
@@ -42,6 +43,12 @@ class StateStore:
     def set(self, key: str, value: Any, *, retention: Any = None) -> None:
         self.data[key] = json.dumps(value)
         self.writes += 1
+        self.history.append(json.loads(self.data[key]))
 
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """What the store holds now, decoded."""
+        return {key: json.loads(raw) for key, raw in self.data.items()}

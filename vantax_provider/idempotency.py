@@ -27,13 +27,7 @@ def derive_idempotency_key(
 
     :param recipient: the recipient's position in a bulk send.
     """
-    material = json.dumps(
-        [dag_id, task_id, run_id, -1 if map_index is None else map_index, conversation_id, body, recipient],
-        sort_keys=True,
-        ensure_ascii=True,
-        separators=(",", ":"),
-    )
-    return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:48]
+    return _key([dag_id, task_id, run_id, _map(map_index), conversation_id, body, recipient])
 
 
 def derive_bulk_idempotency_key(
@@ -51,10 +45,30 @@ def derive_bulk_idempotency_key(
     Two rows of one list that render to the same conversation and body share a key (the bulk
     operator sends them once); a row that moves in a changed list keeps its key.
     """
-    material = json.dumps(
-        ["bulk", dag_id, task_id, run_id, -1 if map_index is None else map_index, conversation_id, body],
-        sort_keys=True,
-        ensure_ascii=True,
-        separators=(",", ":"),
-    )
+    return _key(["bulk", dag_id, task_id, run_id, _map(map_index), conversation_id, body])
+
+
+def derive_single_send_key(
+    *,
+    dag_id: str,
+    task_id: str,
+    run_id: str,
+    map_index: int | None,
+    generation: int | None,
+    conversation_id: str,
+) -> str:
+    """
+    The key of a single send: the task instance, the run of it (``generation``) and the conversation.
+
+    Not the body, so a field that renders differently on a retry still presents the same key.
+    """
+    return _key(["single", dag_id, task_id, run_id, map_index, generation, conversation_id])
+
+
+def _map(map_index: int | None) -> int:
+    return -1 if map_index is None else map_index
+
+
+def _key(parts: list[Any]) -> str:
+    material = json.dumps(parts, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:48]

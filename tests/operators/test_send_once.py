@@ -7,11 +7,12 @@ ignores ``Idempotency-Key`` so that the provider, not the emulator, is measured.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from tests.doubles import FakeTI
+from tests.doubles import StateStore as Store
 from vantax_provider._compat import AirflowFailException
 from vantax_provider.operators import _state
 from vantax_provider.operators.vantax import VantaxSendMessageOperator
@@ -29,40 +30,8 @@ class CrashingSend(VantaxSendMessageOperator):
         raise Crash(message.id)
 
 
-class Store:
-    """Airflow 3.3's task state store, as a dict that survives the tries, recording each write."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-        self.writes: list[Any] = []
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        self.writes.append(value)
-        self.values[key] = value
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
-
-
-@dataclass
-class TI:
-    dag_id: str = "d"
-    task_id: str = "send"
-    run_id: str = "manual__1"
-    map_index: int = -1
-    max_tries: int = 1
-    try_number: int = 1
-    pushed: dict[str, Any] = field(default_factory=dict)
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-
 def context(store: Store | None, *, max_tries: int = 1) -> dict[str, Any]:
-    ctx: dict[str, Any] = {"ti": TI(max_tries=max_tries)}
+    ctx: dict[str, Any] = {"ti": FakeTI(dag_id="d", max_tries=max_tries)}
     if store is not None:
         ctx["task_state_store"] = store
     return ctx
@@ -91,7 +60,7 @@ def test_without_a_store_a_re_rendered_retry_cannot_send_a_second_message(
 def test_the_intent_is_stored_before_the_post(vantax_conn: str, vantax_emulator: Any) -> None:
     store = Store()
     out = op(content="hello").execute(context(store))
-    first, last = store.writes
+    first, last = store.history
     assert first["state"] == _state.INTENT and "message_id" not in first
     assert first["body"] == {"channel": "facebook", "content": "hello"}
     assert first["idempotency_key"] == vantax_emulator.messages()[0]["idempotency_key"]
@@ -177,7 +146,7 @@ def test_content_can_be_kept_out_of_xcom_and_the_store(vantax_conn: str, vantax_
     ctx = context(store)
     out = op(content="Your code is 424242", include_content_in_xcom=False).execute(ctx)
     assert set(out) == {"id", "conversation_id", "channel", "status"}
-    assert "424242" not in repr(out) + repr(ctx["ti"].pushed) + repr(store.values)
+    assert "424242" not in repr(out) + repr(ctx["ti"].xcoms) + repr(store.values)
     assert "body" not in store.values[_state.SENT_MESSAGE_KEY]
 
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from vantax_provider.idempotency import KEY_PREFIX, derive_idempotency_key
+from vantax_provider.idempotency import derive_single_send_key
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -82,29 +82,6 @@ def task_identity(context: Context | Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def idempotency_key_for(
-    option: str | None,
-    context: Context | Mapping[str, Any],
-    *,
-    conversation_id: str,
-    body: dict[str, Any],
-    recipient: int | None = None,
-) -> str | None:
-    """
-    The ``Idempotency-Key`` to send.
-
-    ``option`` None derives one from the task instance and the request; ``""`` opts out (no header);
-    any other string is used as given (for a bulk send, suffixed with the recipient's position).
-    """
-    if option is None:
-        return derive_idempotency_key(
-            **task_identity(context), conversation_id=conversation_id, body=body, recipient=recipient
-        )
-    if option == "":
-        return None
-    return option if recipient is None else f"{option}-{recipient}"
-
-
 # -- the single send: an intent written before the POST ------------------------------------------
 
 #: ``state`` of a single-send record: written before the POST, and after it with the message id.
@@ -138,12 +115,9 @@ def single_send_key(
         return None
     if option is not None:
         return option
-    material = json.dumps(
-        ["single", *task_identity(context).values(), generation(context), conversation_id],
-        ensure_ascii=True,
-        separators=(",", ":"),
+    return derive_single_send_key(
+        **task_identity(context), generation=generation(context), conversation_id=conversation_id
     )
-    return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:48]
 
 
 def body_fingerprint(conversation_id: str, body: dict[str, Any]) -> str:
