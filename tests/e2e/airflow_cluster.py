@@ -49,6 +49,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process_group(process: subprocess.Popen[bytes], sig: int, grace: float) -> None:
+    """Signal a process group, wait ``grace`` seconds, then kill it; by pid, never by name."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    # Children (task runners, gunicorn/uvicorn workers) may outlive the leader: sweep the group.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 @dataclass
 class Component:
     name: str
@@ -166,19 +182,7 @@ class AirflowCluster:
         component = self.components.pop(name, None)
         if component is None:
             return
-        process = component.process
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        # Children (task runners, gunicorn/uvicorn workers) may outlive the leader: sweep the group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(component.process, signal.SIGTERM, grace)
         component.log_file.close()
 
     def stop(self) -> None:

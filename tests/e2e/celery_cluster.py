@@ -39,7 +39,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_cluster import COMPONENTS, AirflowCluster, ClusterError, Component, free_port
+from airflow_cluster import (
+    COMPONENTS,
+    AirflowCluster,
+    ClusterError,
+    Component,
+    free_port,
+    stop_process_group,
+)
 
 WORKERS = ("worker-a", "worker-b")
 POSTGRES_USER = "postgres"
@@ -67,20 +74,6 @@ def missing_servers() -> list[str]:
         except KeyError:
             missing.append(f"the {POSTGRES_USER!r} user (PostgreSQL refuses to run as root)")
     return missing
-
-
-def _stop_process(process: subprocess.Popen[bytes], sig: int, grace: float) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 class PostgresServer:
@@ -164,7 +157,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop_process(self.process, signal.SIGINT, 20)  # SIGINT: PostgreSQL's "fast" shutdown
+            stop_process_group(self.process, signal.SIGINT, 20)  # SIGINT: PostgreSQL's "fast" shutdown
             self.process = None
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -210,7 +203,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop_process(self.process, signal.SIGTERM, 10)
+            stop_process_group(self.process, signal.SIGTERM, 10)
             self.process = None
 
 
