@@ -83,3 +83,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "airflow_3_3" in item.keywords:
             item.add_marker(skip)
+
+
+#: The deferral settle time (``[vantax] deferral_settle_seconds``) guards against a race in Airflow's
+#: scheduler, which ``dag.test()`` does not have: it would add 10 s to every deferred wait there.
+#: Tests marked ``real_settle`` and every end-to-end test keep the product default.
+SETTLE_ENV = "AIRFLOW__VANTAX__DEFERRAL_SETTLE_SECONDS"
+
+
+@pytest.fixture(autouse=True)
+def _no_settle_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("e2e") or request.node.get_closest_marker("real_settle"):
+        monkeypatch.delenv(SETTLE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(SETTLE_ENV, "0")

@@ -33,6 +33,7 @@ __all__ = [
     "AirflowFailException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
+    "conf_seconds",
     "default_deferrable",
     "keep_xcom_values_literal",
     "render_text",
@@ -40,13 +41,31 @@ __all__ = [
 ]
 
 
-def default_deferrable() -> bool:
-    """Airflow's ``[operators] default_deferrable``, False when unset."""
+def _conf() -> Any:
     try:
         from airflow.sdk.configuration import conf
     except ImportError:  # Airflow < 3.2
         from airflow.configuration import conf
-    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
+    return conf
+
+
+def default_deferrable() -> bool:
+    """Airflow's ``[operators] default_deferrable``, False when unset."""
+    return bool(_conf().getboolean("operators", "default_deferrable", fallback=False))
+
+
+def conf_seconds(section: str, key: str, fallback: float) -> float:
+    """A non-negative number of seconds from Airflow's configuration (``AIRFLOW__SECTION__KEY`` too)."""
+    value = _conf().get(section, key, fallback=None)
+    if value is None or str(value).strip() == "":
+        return fallback
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise AirflowException(f"[{section}] {key} must be a non-negative number of seconds, got {value!r}.")
+    return seconds
 
 
 def keep_xcom_values_literal(task: Any, context: Mapping[str, Any]) -> set[int]:

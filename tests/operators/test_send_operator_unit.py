@@ -181,6 +181,7 @@ def test_link_is_empty_without_dashboard_url_and_filled_with_it(
     assert url == "https://app.example.com/c/conv%2F1"
 
 
+@pytest.mark.real_settle
 def test_deferrable_wait_defers_to_the_trigger_with_ids_only(vantax_conn: str, vantax_emulator: Any) -> None:
     try:
         from airflow.sdk.exceptions import TaskDeferred

@@ -207,3 +207,19 @@ def test_an_event_is_held_until_not_before(vantax_conn: str, many: bool) -> None
     event = first_event(trigger)
     assert time.time() >= not_before
     assert event["status"] == "success"
+
+
+def test_settle_time_is_read_from_airflow_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vantax_provider._compat import AirflowException
+    from vantax_provider.triggers._status import DEFERRAL_SETTLE_SECONDS, settle_until
+
+    monkeypatch.delenv("AIRFLOW__VANTAX__DEFERRAL_SETTLE_SECONDS")
+    now = time.time()
+    assert now + DEFERRAL_SETTLE_SECONDS <= settle_until() <= time.time() + DEFERRAL_SETTLE_SECONDS
+    monkeypatch.setenv("AIRFLOW__VANTAX__DEFERRAL_SETTLE_SECONDS", "2.5")
+    now = time.time()
+    assert now + 2.5 <= settle_until() <= time.time() + 2.5
+    for bad in ("-1", "nan", "inf", "soon"):
+        monkeypatch.setenv("AIRFLOW__VANTAX__DEFERRAL_SETTLE_SECONDS", bad)
+        with pytest.raises(AirflowException, match="deferral_settle_seconds"):
+            settle_until()

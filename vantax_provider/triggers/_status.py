@@ -115,10 +115,19 @@ def to_seconds(value: float | timedelta | None, name: str) -> float | None:
     return seconds
 
 
-def settle_until(seconds: float = DEFERRAL_SETTLE_SECONDS) -> float:
-    """The earliest time (epoch seconds) a trigger deferred now may fire its event."""
+def settle_until(seconds: float | None = None) -> float:
+    """
+    The earliest time (epoch seconds) a trigger deferred now may fire its event.
+
+    ``seconds`` None reads ``[vantax] deferral_settle_seconds`` (default
+    ``DEFERRAL_SETTLE_SECONDS``): 0 turns the hold off where Airflow has no such race.
+    """
     import time
 
+    from vantax_provider._compat import conf_seconds
+
+    if seconds is None:
+        seconds = conf_seconds("vantax", "deferral_settle_seconds", DEFERRAL_SETTLE_SECONDS)
     return time.time() + seconds
 
 
