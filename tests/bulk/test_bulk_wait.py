@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-
 from airflow.sdk.execution_time import task_runner
 
 from tests.doubles import FakeTI, XComSupervisor
@@ -83,7 +82,7 @@ def test_deferred_wait_resumes_with_the_triggers_statuses(emu, context, monkeypa
 
 
 def _deferred_size(pending: int) -> tuple[dict[str, Any], int, int]:
-    """The deferred trigger's kwargs (times aside), their bytes and the next kwargs' bytes, for ``pending``."""
+    """The trigger's kwargs (times aside), their bytes and the next kwargs' bytes, for ``pending``."""
     ti = FakeTI(dag_id="bulk_dag", task_id="bulk", run_id="scheduled__2025-01-01T00:00:00+00:00")
     outcomes = [
         {"index": i, "conversation_id": f"conv_{i:06d}", "message_id": f"msg_{i:024d}", "outcome": "sent"}

@@ -29,7 +29,13 @@ def ti(monkeypatch: pytest.MonkeyPatch) -> FakeTI:
 
 
 def _ref(ti: FakeTI, key: str = KEY) -> dict[str, Any]:
-    return {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index, "key": key}
+    return {
+        "dag_id": ti.dag_id,
+        "task_id": ti.task_id,
+        "run_id": ti.run_id,
+        "map_index": ti.map_index,
+        "key": key,
+    }
 
 
 @pytest.mark.parametrize("api", ["aget_one", "get_one"])

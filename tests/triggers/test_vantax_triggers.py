@@ -59,7 +59,13 @@ def test_many_serialize_round_trip_is_exact() -> None:
     assert VantaxMessagesStatusTrigger(**out).serialize() == (path, kwargs)
 
 
-XCOM_REF = {"dag_id": "d", "task_id": "bulk", "run_id": "r1", "map_index": -1, "key": "vantax_bulk_wait_messages"}
+XCOM_REF = {
+    "dag_id": "d",
+    "task_id": "bulk",
+    "run_id": "r1",
+    "map_index": -1,
+    "key": "vantax_bulk_wait_messages",
+}
 
 
 def test_many_with_an_xcom_reference_serializes_only_the_reference() -> None:

@@ -325,7 +325,9 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         from vantax_provider.triggers.vantax import VantaxMessagesStatusTrigger
 
         end_time = None if self.delivery_timeout is None else time.time() + self.delivery_timeout
-        given: dict[str, Any] = {"messages": pairs} if messages_xcom is None else {"messages_xcom": messages_xcom}
+        given: dict[str, Any] = (
+            {"messages": pairs} if messages_xcom is None else {"messages_xcom": messages_xcom}
+        )
         return VantaxMessagesStatusTrigger(
             **given, vantax_conn_id=self.vantax_conn_id, end_time=end_time, poll_interval=self.poll_interval,
             success_statuses=self.success_statuses or None, failure_statuses=self.failure_statuses or None,

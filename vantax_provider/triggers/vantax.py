@@ -245,7 +245,9 @@ class VantaxMessagesStatusTrigger(_StatusWait):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         given: dict[str, Any] = (
-            {"messages": self.messages} if self.messages is not None else {"messages_xcom": self.messages_xcom}
+            {"messages": self.messages}
+            if self.messages is not None
+            else {"messages_xcom": self.messages_xcom}
         )
         return self._classpath(), {**given, **self._common_kwargs(), "max_concurrency": self.max_concurrency}
 
@@ -259,7 +261,9 @@ class VantaxMessagesStatusTrigger(_StatusWait):
             map_index=ref["map_index"],
         )  # fmt: skip
         if value is None:
-            raise ValueError(f"XCom {ref['key']!r} of task {ref['task_id']!r} (run {ref['run_id']!r}) is missing.")
+            raise ValueError(
+                f"XCom {ref['key']!r} of task {ref['task_id']!r} (run {ref['run_id']!r}) is missing."
+            )
         return _pairs(value)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -353,5 +357,7 @@ _XCOM_FIELDS = {"dag_id": str, "task_id": str, "run_id": str, "map_index": int, 
 
 def _xcom_reference(ref: Mapping[str, Any]) -> dict[str, Any]:
     if set(ref) != set(_XCOM_FIELDS) or not all(isinstance(ref[k], t) for k, t in _XCOM_FIELDS.items()):
-        raise ValueError(f"messages_xcom must be {{{', '.join(_XCOM_FIELDS)}}} with str values and an int map_index.")
+        raise ValueError(
+            f"messages_xcom must be {{{', '.join(_XCOM_FIELDS)}}} with str values and an int map_index."
+        )
     return {k: ref[k] for k in _XCOM_FIELDS}
