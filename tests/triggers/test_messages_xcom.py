@@ -69,6 +69,22 @@ def test_a_missing_xcom_ends_the_wait_with_an_error(ti: FakeTI, vantax_conn: str
     assert KEY in event["message"] and len(event["message"]) < 500
 
 
+def test_the_operator_fails_with_the_triggers_reason_when_the_ids_cannot_be_read(ti: FakeTI) -> None:
+    from vantax_provider._compat import AirflowException
+    from vantax_provider.operators._bulk import WAIT_RESULT_XCOM_KEY, VantaxBulkSendMessageOperator
+
+    ti.xcom_push(WAIT_RESULT_XCOM_KEY, {"total": 1, "sent": 1, "failed": 0, "invalid": 0, "outcomes": []})
+    event = {
+        "status": "error",
+        "message": f"Cannot read the Vantax messages to wait for: XCom {KEY!r} is missing.",
+    }
+    operator = VantaxBulkSendMessageOperator(
+        task_id="bulk", recipients=[], conversation_id="c", channel="facebook", content="x"
+    )
+    with pytest.raises(AirflowException, match="Cannot read the Vantax messages"):
+        operator.execute_complete({"ti": ti}, event=event)  # type: ignore[arg-type]
+
+
 def test_the_event_lists_at_most_the_cap() -> None:
     trigger = VantaxMessagesStatusTrigger([["c", "m"]])
     total = MAX_LISTED_STATUSES + 500

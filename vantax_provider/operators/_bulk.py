@@ -367,6 +367,8 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         if result is None:  # resumed from a deferral: the result waited in XCom
             ti = context["ti"]
             result = ti.xcom_pull(task_ids=ti.task_id, key=WAIT_RESULT_XCOM_KEY, map_indexes=ti.map_index)
+        if isinstance(event, dict) and event.get("status") == "error" and "statuses" not in event:
+            raise AirflowException(str(event.get("message"))[:500])  # the ids could not be read
         if not isinstance(event, dict) or not isinstance(event.get("statuses"), dict) or not result:
             raise AirflowException(f"Unexpected event from the Vantax trigger: {str(event)[:500]}")
         statuses: dict[str, Any] = event["statuses"]

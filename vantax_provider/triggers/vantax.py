@@ -269,7 +269,7 @@ class VantaxMessagesStatusTrigger(_StatusWait):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             messages = await self._load()
-        except (ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # a missing or malformed XCom, or a triggerer that cannot answer
             await self._settle()
             text = f"Cannot read the Vantax messages to wait for: {str(exc)[:300]}"
             yield TriggerEvent({"status": "error", "message": text})  # type: ignore[no-untyped-call]
