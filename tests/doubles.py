@@ -25,6 +25,11 @@ class FakeTI:
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[key] = value
 
+    def xcom_pull(self, task_ids: str, key: str, map_indexes: int | None = None) -> Any:
+        """This task instance's own pushes only (what a resumed task reads back)."""
+        assert (task_ids, map_indexes) == (self.task_id, self.map_index), (task_ids, map_indexes)
+        return self.xcoms.get(key)
+
 
 class StateStore:
     """
@@ -52,3 +57,33 @@ class StateStore:
     def values(self) -> dict[str, Any]:
         """What the store holds now, decoded."""
         return {key: json.loads(raw) for key, raw in self.data.items()}
+
+
+class XComSupervisor:
+    """
+    Answers ``GetXCom`` from the values a ``FakeTI`` pushed, as the triggerer's supervisor does; install
+    it with ``monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", XComSupervisor(ti), raising=False)``.
+    Values go through Airflow's own XCom serialisation; ``requests`` records the ``GetXCom`` asked.
+    Other messages (``MaskSecret``) are accepted and dropped.
+    """
+
+    def __init__(self, ti: FakeTI) -> None:
+        self.ti = ti
+        self.requests: list[Any] = []
+
+    def send(self, msg: Any) -> Any:
+        from airflow.sdk.bases.xcom import BaseXCom
+        from airflow.sdk.execution_time.comms import XComResult
+
+        if type(msg).__name__ != "GetXCom":
+            return None
+        self.requests.append(msg)
+        own = (msg.dag_id, msg.task_id, msg.run_id, msg.map_index) == (
+            self.ti.dag_id, self.ti.task_id, self.ti.run_id, self.ti.map_index,
+        )  # fmt: skip
+        value = self.ti.xcoms.get(msg.key) if own else None
+        serialized = None if value is None else json.loads(json.dumps(BaseXCom.serialize_value(value)))
+        return XComResult(key=msg.key, value=serialized)
+
+    async def asend(self, msg: Any) -> Any:
+        return self.send(msg)

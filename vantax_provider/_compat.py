@@ -33,6 +33,7 @@ __all__ = [
     "AirflowFailException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
+    "aget_xcom",
     "conf_seconds",
     "default_deferrable",
     "keep_xcom_values_literal",
@@ -209,3 +210,21 @@ def template_dag(dag: Any) -> Any:
             f"again did not give the DAG ({len(bag.import_errors)} import error(s))."
         )
     return parsed
+
+
+async def aget_xcom(*, key: str, dag_id: str, task_id: str, run_id: str, map_index: int) -> Any:
+    """
+    One XCom value of a task instance, read from a trigger (the triggerer answers ``GetXCom``).
+
+    Airflow 3.3 has ``XCom.aget_one``; 3.1 and 3.2 only the blocking ``XCom.get_one``, run in a thread.
+    ``XCom`` is the configured backend, so a custom backend (object storage) is honoured.
+    """
+    from airflow.sdk.execution_time.xcom import XCom
+
+    aget_one = getattr(XCom, "aget_one", None)
+    if aget_one is not None:
+        return await aget_one(key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index)
+    from asgiref.sync import sync_to_async
+
+    get_one = sync_to_async(XCom.get_one)
+    return await get_one(key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index)

@@ -59,6 +59,21 @@ def test_many_serialize_round_trip_is_exact() -> None:
     assert VantaxMessagesStatusTrigger(**out).serialize() == (path, kwargs)
 
 
+XCOM_REF = {
+    "dag_id": "d",
+    "task_id": "bulk",
+    "run_id": "r1",
+    "map_index": -1,
+    "key": "vantax_bulk_wait_messages",
+}
+
+
+def test_many_with_an_xcom_reference_serializes_only_the_reference() -> None:
+    path, out = VantaxMessagesStatusTrigger(messages_xcom=XCOM_REF, poll_interval=1.5).serialize()
+    assert out["messages_xcom"] == XCOM_REF and "messages" not in out
+    assert VantaxMessagesStatusTrigger(**out).serialize() == (path, out)
+
+
 def test_serialized_kwargs_are_json_and_carry_no_key(vantax_conn: str, vantax_emulator: Any) -> None:
     trigger = VantaxMessageStatusTrigger("conv_1", "msg_1", end_time=time.time() + 5)
     _, kwargs = trigger.serialize()
@@ -77,6 +92,14 @@ def test_bad_arguments_are_refused() -> None:
         VantaxMessageStatusTrigger("c", "m", poll_interval=0)
     with pytest.raises(ValueError, match="pairs"):
         VantaxMessagesStatusTrigger([["only-one"]])
+    with pytest.raises(ValueError, match="exactly one"):
+        VantaxMessagesStatusTrigger()
+    with pytest.raises(ValueError, match="exactly one"):
+        VantaxMessagesStatusTrigger([["c", "m"]], messages_xcom=XCOM_REF)
+    with pytest.raises(ValueError, match="messages_xcom"):
+        VantaxMessagesStatusTrigger(messages_xcom={**XCOM_REF, "map_index": "-1"})
+    with pytest.raises(ValueError, match="messages_xcom"):
+        VantaxMessagesStatusTrigger(messages_xcom={"key": "k"})
 
 
 # -- one message ---------------------------------------------------------------------------------
@@ -155,7 +178,9 @@ def test_many_all_delivered(vantax_conn: str) -> None:
     event = first_event(VantaxMessagesStatusTrigger(pairs, end_time=time.time() + 10, **FAST))
     assert event["status"] == "success"
     assert event["counts"] == {"success": 5, "failure": 0, "unknown": 0, "error": 0, "pending": 0}
-    assert event["statuses"] == {m: "delivered" for _, m in pairs}
+    # Every message not listed ended in ``success_status``: here all five.
+    assert event["success_status"] == "delivered"
+    assert event["statuses"] == {} and event["statuses_omitted"] == 0
 
 
 def test_many_with_a_failure_and_a_missing_message(vantax_conn: str) -> None:
@@ -164,7 +189,8 @@ def test_many_with_a_failure_and_a_missing_message(vantax_conn: str) -> None:
     event = first_event(VantaxMessagesStatusTrigger(pairs, end_time=time.time() + 10, **FAST))
     assert event["status"] == "failure"
     assert event["counts"] == {"success": 1, "failure": 1, "unknown": 0, "error": 1, "pending": 0}
-    assert event["statuses"][bad] == "failed"
+    assert event["success_status"] == "delivered"
+    assert event["statuses"] == {bad: "failed", "msg_missing": None}  # only the ones not delivered
     assert "404" in event["errors"]["msg_missing"]
 
 

@@ -30,6 +30,8 @@ DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
 ON_UNCERTAIN = ("resend", "skip")
 #: XCom key of the result when the task fails by the failure policy (``return_value`` is not pushed then).
 FAILED_RESULT_XCOM_KEY = "vantax_bulk_result"
+WAIT_MESSAGES_XCOM_KEY = "vantax_bulk_wait_messages"  # deferred wait: the [conversation, message] pairs
+WAIT_RESULT_XCOM_KEY = "vantax_bulk_wait_result"  # deferred wait: the result, read back on resume
 
 
 class VantaxBulkSendMessageOperator(BaseOperator):
@@ -319,24 +321,37 @@ class VantaxBulkSendMessageOperator(BaseOperator):
 
     # -- delivery -------------------------------------------------------------------------------
 
-    def _trigger(self, result: dict[str, Any]) -> Any:
+    def _trigger(self, pairs: list[list[str]], messages_xcom: dict[str, Any] | None = None) -> Any:
         from vantax_provider.triggers.vantax import VantaxMessagesStatusTrigger
 
-        pairs = [[o["conversation_id"], o["message_id"]] for o in result["outcomes"] if o.get("message_id")]
         end_time = None if self.delivery_timeout is None else time.time() + self.delivery_timeout
+        given: dict[str, Any] = (
+            {"messages": pairs} if messages_xcom is None else {"messages_xcom": messages_xcom}
+        )
         return VantaxMessagesStatusTrigger(
-            pairs, vantax_conn_id=self.vantax_conn_id, end_time=end_time, poll_interval=self.poll_interval,
+            **given, vantax_conn_id=self.vantax_conn_id, end_time=end_time, poll_interval=self.poll_interval,
             success_statuses=self.success_statuses or None, failure_statuses=self.failure_statuses or None,
             max_concurrency=self.max_concurrency,
         )  # fmt: skip
 
     def _wait(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
-        if not any(o.get("message_id") for o in result["outcomes"]):
+        pairs = [[o["conversation_id"], o["message_id"]] for o in result["outcomes"] if o.get("message_id")]
+        if not pairs:
             return result
-        trigger = self._trigger(result)
         if self.deferrable:
+            # The ids and the result wait in XCom, so the trigger's kwargs and the next kwargs stay small
+            # whatever the batch size (docs/operators/bulk-send.md).  XComs survive the deferral.
+            ti = context["ti"]
+            ti.xcom_push(key=WAIT_MESSAGES_XCOM_KEY, value=pairs)
+            ti.xcom_push(key=WAIT_RESULT_XCOM_KEY, value=result)
+            reference = {
+                "dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index,
+                "key": WAIT_MESSAGES_XCOM_KEY,
+            }  # fmt: skip
+            trigger = self._trigger(pairs, reference)
             trigger.not_before = settle_until()  # Airflow's defer race: see docs/reliability.md
-            self.defer(trigger=trigger, method_name="execute_complete", kwargs={"result": result})
+            self.defer(trigger=trigger, method_name="execute_complete")
+        trigger = self._trigger(pairs)
 
         async def first_event() -> dict[str, Any]:
             async for event in trigger.run():
@@ -349,12 +364,20 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         self, context: Context, event: dict[str, Any] | None = None, result: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """Merge the delivery statuses into the result and apply the failure policy to them."""
-        if not isinstance(event, dict) or not isinstance(event.get("statuses"), dict) or result is None:
+        if result is None:  # resumed from a deferral: the result waited in XCom
+            ti = context["ti"]
+            result = ti.xcom_pull(task_ids=ti.task_id, key=WAIT_RESULT_XCOM_KEY, map_indexes=ti.map_index)
+        if isinstance(event, dict) and event.get("status") == "error" and "statuses" not in event:
+            raise AirflowException(str(event.get("message"))[:500])  # the ids could not be read
+        if not isinstance(event, dict) or not isinstance(event.get("statuses"), dict) or not result:
             raise AirflowException(f"Unexpected event from the Vantax trigger: {str(event)[:500]}")
         statuses: dict[str, Any] = event["statuses"]
+        # Messages not listed ended in ``success_status``, unless the list was cut (then unknown here).
+        rest = event.get("success_status") if not event.get("statuses_omitted") else None
         for outcome in result["outcomes"]:
-            if outcome.get("message_id") in statuses:
-                outcome["delivery_status"] = statuses[outcome["message_id"]]
+            message_id = outcome.get("message_id")
+            if message_id:
+                outcome["delivery_status"] = statuses.get(message_id, rest)
         counts = dict(event.get("counts") or {})
         result["delivery"] = {"status": event.get("status"), "counts": counts}
         self.log.info("Vantax delivery: %s", event.get("message"))

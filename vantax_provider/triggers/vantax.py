@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from vantax_provider._compat import aget_xcom
 from vantax_provider.exceptions import VantaxError
 from vantax_provider.hooks.vantax import VantaxHook
 from vantax_provider.triggers._status import (
@@ -23,6 +25,7 @@ from vantax_provider.triggers._status import (
 
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_MAX_CONCURRENCY = 20
+MAX_LISTED_STATUSES = 1000  # statuses listed one by one in the many-message event
 
 
 def _statuses(values: Iterable[str] | str | None) -> list[str] | None:
@@ -189,13 +192,23 @@ class VantaxMessagesStatusTrigger(_StatusWait):
     """
     Poll many messages, concurrently with a bound, until each has a final status or the deadline passes.
 
+    The messages come either as a list (``messages``, for a wait in the worker) or as a reference to
+    an XCom holding that list (``messages_xcom``, what a deferral stores), so that the serialised
+    kwargs do not grow with the batch.  Give exactly one.
+
     One event when every message is final or at the deadline: ``{"status": "success" | "failure" |
-    "timeout", "message": <text>, "total": n, "counts": {"success", "failure", "unknown", "error",
-    "pending"}, "statuses": {message_id: last status or None}, "errors": {message_id: text}}``.
-    ``success`` means every message succeeded; ``timeout`` that some were still in progress.
+    "timeout" | "error", "message": <text>, "total": n, "counts": {"success", "failure", "unknown",
+    "error", "pending"}, "success_status": <the most common success status or None>,
+    "statuses": {message_id: last status or None}, "statuses_omitted": n, "errors": {message_id: text}}``.
+    ``statuses`` lists only the messages whose last status is not ``success_status``, the first
+    ``MAX_LISTED_STATUSES`` of them (``statuses_omitted`` counts the rest); every message not listed
+    ended in ``success_status`` when ``statuses_omitted`` is 0.  ``success`` means every message
+    succeeded; ``timeout`` that some were still in progress; ``error`` that the XCom could not be read.
     A message whose read fails permanently (e.g. 404) is counted under ``error`` and not polled again.
 
     :param messages: ``[conversation_id, message_id]`` pairs (tuples are accepted and stored as lists).
+    :param messages_xcom: where the pairs are stored instead: ``{"dag_id", "task_id", "run_id",
+        "map_index", "key"}`` of an XCom.
     :param vantax_conn_id: the Airflow connection; the trigger never carries the API key.
     :param end_time: deadline as seconds since the epoch; None waits without a deadline.
     :param poll_interval: seconds between two polling rounds.
@@ -207,8 +220,9 @@ class VantaxMessagesStatusTrigger(_StatusWait):
 
     def __init__(
         self,
-        messages: Sequence[Sequence[str]],
+        messages: Sequence[Sequence[str]] | None = None,
         *,
+        messages_xcom: Mapping[str, Any] | None = None,
         vantax_conn_id: str = VantaxHook.default_conn_name,
         end_time: float | str | datetime | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
@@ -221,26 +235,49 @@ class VantaxMessagesStatusTrigger(_StatusWait):
             vantax_conn_id=vantax_conn_id, end_time=end_time, poll_interval=poll_interval,
             success_statuses=success_statuses, failure_statuses=failure_statuses, not_before=not_before,
         )  # fmt: skip
-        pairs = [list(pair) for pair in messages]
-        if any(len(pair) != 2 or not all(isinstance(p, str) for p in pair) for pair in pairs):
-            raise ValueError("messages must be [conversation_id, message_id] pairs of strings.")
+        if (messages is None) == (messages_xcom is None):
+            raise ValueError("Give exactly one of messages and messages_xcom.")
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}.")
-        self.messages = pairs
+        self.messages = None if messages is None else _pairs(messages)
+        self.messages_xcom = None if messages_xcom is None else _xcom_reference(messages_xcom)
         self.max_concurrency = int(max_concurrency)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return self._classpath(), {
-            "messages": self.messages,
-            **self._common_kwargs(),
-            "max_concurrency": self.max_concurrency,
-        }
+        given: dict[str, Any] = (
+            {"messages": self.messages}
+            if self.messages is not None
+            else {"messages_xcom": self.messages_xcom}
+        )
+        return self._classpath(), {**given, **self._common_kwargs(), "max_concurrency": self.max_concurrency}
+
+    async def _load(self) -> list[list[str]]:
+        """The pairs, from the constructor or from the referenced XCom."""
+        if self.messages is not None:
+            return self.messages
+        ref = self.messages_xcom or {}
+        value = await aget_xcom(
+            key=ref["key"], dag_id=ref["dag_id"], task_id=ref["task_id"], run_id=ref["run_id"],
+            map_index=ref["map_index"],
+        )  # fmt: skip
+        if value is None:
+            raise ValueError(
+                f"XCom {ref['key']!r} of task {ref['task_id']!r} (run {ref['run_id']!r}) is missing."
+            )
+        return _pairs(value)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            messages = await self._load()
+        except Exception as exc:  # a missing or malformed XCom, or a triggerer that cannot answer
+            await self._settle()
+            text = f"Cannot read the Vantax messages to wait for: {str(exc)[:300]}"
+            yield TriggerEvent({"status": "error", "message": text})  # type: ignore[no-untyped-call]
+            return
         hook = VantaxHook(self.vantax_conn_id)
-        statuses: dict[str, str | None] = {message_id: None for _, message_id in self.messages}
+        statuses: dict[str, str | None] = {message_id: None for _, message_id in messages}
         errors: dict[str, str] = {}
-        pending = list(self.messages)
+        pending = list(messages)
         limit = asyncio.Semaphore(self.max_concurrency)
 
         async def read(conversation_id: str, message_id: str) -> None:
@@ -277,8 +314,12 @@ class VantaxMessagesStatusTrigger(_StatusWait):
         self, statuses: dict[str, str | None], errors: dict[str, str], *, timed_out: bool
     ) -> dict[str, Any]:
         counts = {"success": 0, "failure": 0, "unknown": 0, "error": 0, "pending": 0}
+        successes: Counter[str] = Counter()
         for message_id, status in statuses.items():
-            counts["error" if message_id in errors else self._outcome(status).value] += 1
+            outcome = "error" if message_id in errors else self._outcome(status).value
+            counts[outcome] += 1
+            if outcome == "success" and status is not None:
+                successes[status] += 1
         total = len(statuses)
         if timed_out:
             status, text = (
@@ -294,5 +335,29 @@ class VantaxMessagesStatusTrigger(_StatusWait):
                 f"(failed {counts['failure']}, unknown status {counts['unknown']}, "
                 f"unreadable {counts['error']})."
             )
-        return {"status": status, "message": text, "total": total, "counts": counts, "statuses": statuses,
-                "errors": errors}  # fmt: skip
+        common = successes.most_common(1)[0][0] if successes else None
+        others = [m for m, s in statuses.items() if s != common or m in errors or s is None]
+        listed = others[:MAX_LISTED_STATUSES]
+        return {
+            "status": status, "message": text, "total": total, "counts": counts, "success_status": common,
+            "statuses": {m: statuses[m] for m in listed}, "statuses_omitted": len(others) - len(listed),
+            "errors": {m: errors[m] for m in listed if m in errors},
+        }  # fmt: skip
+
+
+def _pairs(messages: Any) -> list[list[str]]:
+    pairs = [list(pair) for pair in messages]
+    if any(len(pair) != 2 or not all(isinstance(p, str) for p in pair) for pair in pairs):
+        raise ValueError("messages must be [conversation_id, message_id] pairs of strings.")
+    return pairs
+
+
+_XCOM_FIELDS = {"dag_id": str, "task_id": str, "run_id": str, "map_index": int, "key": str}
+
+
+def _xcom_reference(ref: Mapping[str, Any]) -> dict[str, Any]:
+    if set(ref) != set(_XCOM_FIELDS) or not all(isinstance(ref[k], t) for k, t in _XCOM_FIELDS.items()):
+        raise ValueError(
+            f"messages_xcom must be {{{', '.join(_XCOM_FIELDS)}}} with str values and an int map_index."
+        )
+    return {k: ref[k] for k in _XCOM_FIELDS}
