@@ -108,7 +108,7 @@ with DAG("{dag_id}", schedule=None, start_date=datetime(2025, 1, 1), params={{"c
 )
 def test_sensor_modes(dag_env: Any, mode: str, conv: str, state: str) -> None:
     # Slow enough that every mode has to wait, also on Airflow 3.1 whose dag.test() is slower.
-    dag_env.configure(queued_seconds=2, sent_seconds=1)
+    dag_env.configure(queued_seconds=3, sent_seconds=1.5)
     dag_id = f"sensor_{mode}_{conv}"
     dag = load_dag(dag_id, SENSOR_DAG.format(
         dag_id=dag_id, mode="poke" if mode == "deferrable" else mode, deferrable=mode == "deferrable"
