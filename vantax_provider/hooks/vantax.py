@@ -377,8 +377,10 @@ class VantaxHook(BaseHook):
         idempotent = _repeat_uncertain and has_idempotency_key(kwargs)
         attempt = Attempts(self.log, settings.retry, method, path, idempotent=idempotent)
         while True:
-            await self.pacer.acquire()
+            # The client first: making one (TLS context, pool) takes milliseconds that would
+            # otherwise land between the paced start and the request, bunching the first sends.
             client = await self.get_async_conn()
+            await self.pacer.acquire()
             try:
                 outcome = read_answer(await client.request(method, path, **kwargs), method, path, settings)
             except transport_errors() as exc:
