@@ -84,7 +84,6 @@ class AsyncPacer:
         self.cap_interval = 1.0 / rate_limit if rate_limit else 0.0
         self.adaptive: AdaptiveRate | None = None
         self._next_slot = 0.0
-        self._last_start = -float("inf")
         self._paused_until = 0.0
 
     def set_account_limit(self, limit: float | None, share: float = 1.0) -> None:
@@ -127,11 +126,4 @@ class AsyncPacer:
                 await asyncio.sleep(slot - now)
                 if time.monotonic() < self._paused_until:
                     continue  # a pause began while this request waited for its slot
-            # A busy event loop wakes sleepers late and together: space the real starts too, so
-            # the rate holds on the server's clock (each start reserves one interval after the last).
-            now = time.monotonic()
-            start = max(now, self._last_start + self.interval)
-            self._last_start = start
-            if start > now:
-                await asyncio.sleep(start - now)
             return
