@@ -40,7 +40,7 @@ RATE_PER_PROCESS_SECONDS = 8  # each process sends about this many seconds' wort
 
 
 def _bulk(n: int, concurrency: int, prefix: str) -> float:
-    from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+    from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
     operator = VantaxBulkSendMessageOperator(
         task_id="bulk", recipients=recipients(n, prefix), max_concurrency=concurrency, **MESSAGE_FIELDS

@@ -19,7 +19,7 @@ from bench._common import MESSAGE_FIELDS, context, peak_rss_mb, recipients
 
 
 def memory(n: int, concurrency: int) -> dict[str, Any]:
-    from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+    from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
     batch = recipients(n, prefix="conv_mem")
     operator = VantaxBulkSendMessageOperator(

@@ -107,7 +107,7 @@ def measure(
 def worker(prefix: str, n: int, concurrency: int, gate: Path) -> dict[str, Any]:
     import logging
 
-    from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+    from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
     logging.basicConfig(level=logging.WARNING)
     operator = VantaxBulkSendMessageOperator(

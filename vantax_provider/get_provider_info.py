@@ -56,7 +56,15 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "Vantax", "python-modules": ["vantax_provider.hooks.vantax"]}],
-        "operators": [{"integration-name": "Vantax", "python-modules": ["vantax_provider.operators.vantax"]}],
+        "operators": [
+            {
+                "integration-name": "Vantax",
+                "python-modules": [
+                    "vantax_provider.operators.vantax",
+                    "vantax_provider.operators.vantax_bulk",
+                ],
+            }
+        ],
         "sensors": [{"integration-name": "Vantax", "python-modules": ["vantax_provider.sensors.vantax"]}],
         "triggers": [{"integration-name": "Vantax", "python-modules": ["vantax_provider.triggers.vantax"]}],
         "notifications": ["vantax_provider.notifications.vantax.VantaxNotifier"],

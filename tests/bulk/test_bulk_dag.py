@@ -14,7 +14,7 @@ LOGICAL_DATE = datetime(2025, 3, 1, tzinfo=timezone.utc)
 _DAG = """
 from datetime import datetime, timedelta
 from airflow.sdk import DAG
-from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
 RECIPIENTS = [{{"cid": f"conv_{prefix}{{i:03d}}", "name": f"Name{{i}}"}} for i in range({n})]
 

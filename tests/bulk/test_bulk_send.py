@@ -8,7 +8,7 @@ import pytest
 
 from vantax_provider._compat import AirflowException
 from vantax_provider.exceptions import VantaxValidationError
-from vantax_provider.operators._bulk import FAILED_RESULT_XCOM_KEY, VantaxBulkSendMessageOperator
+from vantax_provider.operators.vantax_bulk import FAILED_RESULT_XCOM_KEY, VantaxBulkSendMessageOperator
 
 
 def _recipients(n: int, prefix: str = "conv_b") -> list[dict[str, Any]]:

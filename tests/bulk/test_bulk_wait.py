@@ -11,7 +11,7 @@ from airflow.sdk.execution_time import task_runner
 
 from tests.doubles import FakeTI, XComSupervisor
 from vantax_provider._compat import AirflowException
-from vantax_provider.operators._bulk import (
+from vantax_provider.operators.vantax_bulk import (
     FAILED_RESULT_XCOM_KEY,
     WAIT_MESSAGES_XCOM_KEY,
     VantaxBulkSendMessageOperator,

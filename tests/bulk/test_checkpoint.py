@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
 from vantax_provider.operators._bulk_journal import HEAD_KEY, Journal, identity, unpack
+from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
 POLICY_BYTES = 65_535
 

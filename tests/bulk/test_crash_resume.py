@@ -26,7 +26,7 @@ DAG_ID = "vx_bulk_crash"  # the dedup=True case
 _DAG = """
 from datetime import datetime
 from airflow.sdk import DAG
-from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
 with DAG("{dag_id}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
     VantaxBulkSendMessageOperator(

@@ -32,7 +32,7 @@ N = 1500
 
 @task(retries=2)
 def measure(**context):
-    from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+    from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
     store = context["task_state_store"]
     head = {"v": 1, "sealed": 0, "done": base64.b64encode(os.urandom(8 * 256)).decode(),

@@ -36,7 +36,7 @@ from vantax_provider.hooks._retry import RetryPolicy, parse_retry_after
 from vantax_provider.hooks._wire import Attempts
 from vantax_provider.hooks.vantax import VantaxHook, normalise_base_url
 from vantax_provider.models import build_send_request
-from vantax_provider.triggers._status import TRANSIENT_ERRORS
+from vantax_provider.status import TRANSIENT_ERRORS
 
 KEY = "vx_test_EDGE0123456789abcdef"
 IG = {"channel": "instagram", "content": "hi"}
@@ -433,7 +433,7 @@ def test_the_bulk_result_holds_no_key_and_bounded_reasons(
     """A pasted key, and a server that echoes it in a huge 400: the bulk result XCom holds neither."""
     from tests.reliability._support import make_context
     from vantax_provider.hooks._wire import secret_forms
-    from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+    from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
     key = "vx_test_BULKCANARY0123456789"
     canned.answer(400, json.dumps({"success": False, "message": "x" * 100_000 + _echo(key)}))

@@ -12,7 +12,7 @@ from tests.doubles import FakeTI
 from vantax_provider._compat import AirflowException, AirflowFailException
 from vantax_provider.hooks.vantax import VantaxHook
 from vantax_provider.operators.vantax import VantaxSendMessageOperator
-from vantax_provider.triggers._status import DEFERRAL_SETTLE_SECONDS
+from vantax_provider.status import DEFERRAL_SETTLE_SECONDS
 
 
 def operator(**kwargs: Any) -> VantaxSendMessageOperator:

@@ -139,16 +139,31 @@ def test_an_injected_import_breaks_its_contract(tmp_path: Path, case: str) -> No
 
 def test_an_ignored_import_that_is_gone_fails_so_the_list_only_shrinks(tmp_path: Path) -> None:
     copy = _copy(tmp_path)
-    sensor = copy / "vantax_provider" / "sensors" / "vantax.py"
-    text = sensor.read_text()
-    assert "from vantax_provider.triggers._status import" in text
-    # The sensor reaching the status module some other way: the ignored import no longer exists.
-    sensor.write_text(text.replace("from vantax_provider.triggers._status import", "from _elsewhere import"))
+    project = copy / "pyproject.toml"
+    text = project.read_text()
+    stale = '"vantax_provider.sensors.vantax -> vantax_provider.hooks._wire",  # gone'
+    assert (
+        "from vantax_provider.hooks._wire import"
+        not in (copy / "vantax_provider/sensors/vantax.py").read_text()
+    )
+    # An ignore line for an import that does not exist, as one left behind after a clean-up would be.
+    marker = 'packages_with_private_modules = ["vantax_provider"]\n'
+    assert marker in text
+    with_ignores = (
+        "ignore_imports = [" in text.split(marker, 1)[1].split("[[tool.importlinter.contracts]]", 1)[0]
+    )
+    if with_ignores:
+        text = text.replace(
+            marker + "ignore_imports = [\n", marker + "ignore_imports = [\n    " + stale + "\n", 1
+        )
+    else:
+        text = text.replace(marker, marker + "ignore_imports = [\n    " + stale + "\n]\n", 1)
+    project.write_text(text)
 
     done = _lint(copy)
 
     assert done.returncode == 1, done.stdout + done.stderr
     assert (
-        "No matches for ignored import vantax_provider.sensors.vantax -> vantax_provider.triggers._status"
+        "No matches for ignored import vantax_provider.sensors.vantax -> vantax_provider.hooks._wire"
         in " ".join(done.stdout.split())
     )

@@ -24,7 +24,7 @@ def rss_bytes() -> int:
 
 def main(total: int) -> None:
     from tests.reliability._support import MemoryStateStore, make_context
-    from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+    from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
     recipients = [{"cid": f"conv_soak_{i:06d}", "name": f"Customer {i}"} for i in range(total)]
     op = VantaxBulkSendMessageOperator(

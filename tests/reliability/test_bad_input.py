@@ -273,8 +273,8 @@ def test_invalid_input_through_the_operators_sends_nothing(
 ) -> None:
     from tests.reliability._support import make_context
     from vantax_provider._compat import AirflowException, AirflowFailException
-    from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
     from vantax_provider.operators.vantax import VantaxSendMessageOperator
+    from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
     fast_conn()
     op = VantaxSendMessageOperator(task_id="t", conversation_id="c/1", channel="sms", content="x" * 4001)

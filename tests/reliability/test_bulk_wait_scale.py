@@ -19,7 +19,7 @@ from airflow.sdk.execution_time import task_runner
 from tests.doubles import XComSupervisor
 from tests.reliability._support import figures, make_context
 from vantax_provider.emulator.testing import Emulator, running_emulator
-from vantax_provider.operators._bulk import WAIT_MESSAGES_XCOM_KEY, VantaxBulkSendMessageOperator
+from vantax_provider.operators.vantax_bulk import WAIT_MESSAGES_XCOM_KEY, VantaxBulkSendMessageOperator
 
 try:
     from airflow.sdk.exceptions import TaskDeferred

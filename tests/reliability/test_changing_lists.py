@@ -32,7 +32,7 @@ import pytest
 from tests.reliability._support import MemoryStateStore, figures, make_context
 from vantax_provider.emulator.testing import Emulator
 from vantax_provider.hooks.vantax import VantaxHook
-from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
 SCENARIOS = 8
 BASE = 40

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG
-from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 from vantax_provider.operators.vantax import VantaxSendMessageOperator
 
 PIDS = Path({pids!r})

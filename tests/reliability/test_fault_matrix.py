@@ -284,7 +284,7 @@ def test_bulk_send(
     vantax_emulator: Emulator, fast_conn: Callable[..., str],
     name: str, lasting: bool, klass: str, created: int, pattern: str | None, retry: bool, dedup: bool,
 ) -> None:  # fmt: skip
-    from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+    from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
     fast_conn()
     emu, fault = vantax_emulator, F[name]

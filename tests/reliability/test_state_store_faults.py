@@ -25,7 +25,7 @@ import pytest
 
 from tests.reliability._support import MemoryStateStore, figures, make_context
 from vantax_provider.emulator.testing import Emulator
-from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator
+from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
 N = 60
 

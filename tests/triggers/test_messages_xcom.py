@@ -71,7 +71,7 @@ def test_a_missing_xcom_ends_the_wait_with_an_error(ti: FakeTI, vantax_conn: str
 
 def test_the_operator_fails_with_the_triggers_reason_when_the_ids_cannot_be_read(ti: FakeTI) -> None:
     from vantax_provider._compat import AirflowException
-    from vantax_provider.operators._bulk import WAIT_RESULT_XCOM_KEY, VantaxBulkSendMessageOperator
+    from vantax_provider.operators.vantax_bulk import WAIT_RESULT_XCOM_KEY, VantaxBulkSendMessageOperator
 
     ti.xcom_push(WAIT_RESULT_XCOM_KEY, {"total": 1, "sent": 1, "failed": 0, "invalid": 0, "outcomes": []})
     event = {

@@ -237,7 +237,7 @@ def test_an_event_is_held_until_not_before(vantax_conn: str, many: bool) -> None
 
 def test_settle_time_is_read_from_airflow_config(monkeypatch: pytest.MonkeyPatch) -> None:
     from vantax_provider._compat import AirflowException
-    from vantax_provider.triggers._status import DEFERRAL_SETTLE_SECONDS, settle_until
+    from vantax_provider.status import DEFERRAL_SETTLE_SECONDS, settle_until
 
     monkeypatch.delenv("AIRFLOW__VANTAX__DEFERRAL_SETTLE_SECONDS")
     now = time.time()

@@ -18,8 +18,8 @@ from vantax_provider._compat import (
 )
 from vantax_provider.contract import DEFAULT_CONN_ID, MESSAGE_FIELDS, omit_blank
 from vantax_provider.operators import _state
-from vantax_provider.templating import TemplateFiles
-from vantax_provider.triggers._status import (
+from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
+from vantax_provider.status import (
     TRANSIENT_ERRORS,
     Outcome,
     check_status_sets,
@@ -30,6 +30,7 @@ from vantax_provider.triggers._status import (
     to_seconds,
     unknown_status_message,
 )
+from vantax_provider.templating import TemplateFiles
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -402,6 +403,3 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
                     f"to be delivered; last status {last!r}."
                 )
             time.sleep(interval if remaining is None else min(interval, remaining))
-
-
-from vantax_provider.operators._bulk import VantaxBulkSendMessageOperator  # noqa: E402

@@ -17,7 +17,7 @@ from vantax_provider._compat import (
     default_deferrable,
 )
 from vantax_provider.contract import DEFAULT_CONN_ID
-from vantax_provider.triggers._status import (
+from vantax_provider.status import (
     TRANSIENT_ERRORS,
     Outcome,
     check_status_sets,

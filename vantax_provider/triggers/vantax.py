@@ -14,7 +14,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from vantax_provider._compat import aget_xcom
 from vantax_provider.exceptions import VantaxError
 from vantax_provider.hooks.vantax import VantaxHook
-from vantax_provider.triggers._status import (
+from vantax_provider.status import (
     TRANSIENT_ERRORS,
     Outcome,
     classify,

@@ -15,7 +15,7 @@ from vantax_provider.contract import DEFAULT_CONN_ID
 from vantax_provider.operators import _state
 from vantax_provider.operators._bulk_journal import MAX_WINDOW, Journal, identity
 from vantax_provider.operators._bulk_support import Renderer, RenderError, recipient_problem
-from vantax_provider.triggers._status import check_status_sets, settle_until, status_set, to_seconds
+from vantax_provider.status import check_status_sets, settle_until, status_set, to_seconds
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
