@@ -127,7 +127,8 @@ def read_report(uri: str, conn_id: str | None = None) -> Iterator[dict[str, Any]
     :param conn_id: the object store's Airflow connection, as given to the operator's ``report_conn_id``.
     """
     with _path(uri, conn_id).open("r") as handle:
-        for line in handle:
+        # readline, not iteration: Airflow 3.1 wraps the file in an object that cannot be iterated.
+        for line in iter(handle.readline, ""):
             if line.strip():
                 yield json.loads(line)
 
