@@ -243,7 +243,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         rows = batch.rows()
         result = self._result(batch, rows, report)
         self._log_summary(result)
-        self._apply_policy(context, result, result["failed"] + result["invalid"])
+        self._apply_policy(context, result, result["failed"] + result["invalid"], rows)
         if self.wait_for_delivery:
             return self._wait(context, result, rows)
         return result
@@ -361,7 +361,13 @@ class VantaxBulkSendMessageOperator(BaseOperator):
                 "'maybe_sent' in the result; check them in Vantax.", result["maybe_sent"],
             )  # fmt: skip
 
-    def _apply_policy(self, context: Context, result: dict[str, Any], failures: int) -> None:
+    def _apply_policy(
+        self,
+        context: Context,
+        result: dict[str, Any],
+        failures: int,
+        rows: list[dict[str, Any]] | None = None,
+    ) -> None:
         total = result["total"]
         if failures == 0 or total == 0:
             return
@@ -373,12 +379,14 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             )
             return
         context["ti"].xcom_push(key=FAILED_RESULT_XCOM_KEY, value=result)
-        examples = [f"#{o['index']}: {o['error']}" for o in result["outcomes"] if o.get("error")][:5]
+        # The first errors in full (the XCom lists them cut to a few hundred characters).
+        examples = [f"#{o['index']}: {o['error']}" for o in rows or result["outcomes"] if o.get("error")][:5]
         allowed = "none allowed" if limit is None else f"max_failure_ratio={limit:g}"
         raise AirflowException(
             f"{failures} of {total} Vantax recipients failed ({100 * ratio:.1f}%, {allowed}); the "
-            f"result is in XCom {FAILED_RESULT_XCOM_KEY!r}, every recipient in the report "
-            f"{result.get('report')}. First errors: " + " | ".join(examples)
+            f"result is in XCom {FAILED_RESULT_XCOM_KEY!r}. First errors: "
+            + " | ".join(examples)
+            + f" (every recipient: {result.get('report')})"
         )
 
     # -- delivery -------------------------------------------------------------------------------
