@@ -65,8 +65,9 @@ test-all: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
+# `make bench` prints the default figures; `make bench SCENARIO="celery 100000 20"` runs a scenario.
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m bench $(SCENARIO)
 
 lint: $(STAMP)
 	$(PY) -m ruff check $(LINT_PATHS)

@@ -220,5 +220,22 @@ def _rate_curve() -> None:
                 print(f"{figures}  {verdict}")
 
 
+def _scenario(argv: list[str]) -> None:
+    """``python -m bench`` runs the figures above; ``python -m bench celery [recipients] [chunks]`` the
+    large outreach on the Celery deployment (bench/_celery.py)."""
+    if argv and argv[0] == "celery":
+        from bench._celery import DEFAULT_CHUNKS, DEFAULT_RECIPIENTS
+        from bench._celery import run as celery
+
+        numbers = [int(a.replace("_", "").replace(",", "")) for a in argv[1:3]]
+        celery(*(numbers + [DEFAULT_RECIPIENTS, DEFAULT_CHUNKS][len(numbers) :]))
+    elif argv:
+        raise SystemExit(
+            f"unknown bench scenario {argv[0]!r}; known: celery (or none for the default figures)"
+        )
+    else:
+        main()
+
+
 if __name__ == "__main__":
-    main()
+    _scenario(sys.argv[1:])

@@ -34,9 +34,11 @@ __all__ = [
     "AirflowSensorTimeout",
     "AirflowSkipException",
     "aget_xcom",
+    "airflow_home",
     "conf_seconds",
     "default_deferrable",
     "keep_xcom_values_literal",
+    "object_storage_path",
     "render_text",
     "template_dag",
 ]
@@ -228,3 +230,31 @@ async def aget_xcom(*, key: str, dag_id: str, task_id: str, run_id: str, map_ind
 
     get_one = sync_to_async(XCom.get_one)
     return await get_one(key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index)
+
+
+def object_storage_path(uri: str, conn_id: str | None = None) -> Any:
+    """
+    Airflow's ``ObjectStoragePath`` for ``uri`` (``file://``, ``s3://``... through fsspec).
+
+    ``airflow.sdk.ObjectStoragePath`` in 3.1 and 3.3; ``conn_id`` names the Airflow connection of
+    the object store (None: the store's default credentials, or none for local files).
+    """
+    try:
+        from airflow.sdk import ObjectStoragePath
+    except ImportError as exc:  # pragma: no cover - every supported Airflow has it
+        raise AirflowException(
+            "This Airflow has no airflow.sdk.ObjectStoragePath; the bulk report needs it "
+            "(set report_path=None to send without a report)."
+        ) from exc
+    return ObjectStoragePath(uri, conn_id=conn_id)
+
+
+def airflow_home() -> str:
+    """The ``AIRFLOW_HOME`` folder of this process (``~/airflow`` when unset), as Airflow resolves it."""
+    try:
+        from airflow.configuration import get_airflow_home
+    except ImportError:  # pragma: no cover - the same in 3.1 and 3.3
+        import os
+
+        return os.path.expanduser(os.environ.get("AIRFLOW_HOME") or "~/airflow")
+    return str(get_airflow_home())

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from vantax_dagtest import copy_examples, load_dag, load_module, task_states, xcom
 
+from vantax_provider.operators.vantax_bulk import read_report
+
 LOGICAL_DATE = datetime(2025, 3, 1, tzinfo=timezone.utc)
 
 _DAG = """
@@ -85,7 +87,11 @@ def test_airflow_retry_skips_recipients_sent_by_the_failed_try(dag_env) -> None:
     assert sorted(m["conversation_id"] for m in emu.messages()) == [f"conv_t{i:03d}" for i in range(20)]
     result = xcom(run, "bulk")
     assert (result["sent"], result["skipped_already_sent"], result["failed"]) == (1, 19, 0)
-    assert result["outcomes"][13]["outcome"] == "sent"
+    rows = list(read_report(result["report"]))
+    assert rows[13]["outcome"] == "sent" and result["report"].endswith("/bulk.try-2.jsonl")
+    # The first try's report is kept beside it (one file per try): 19 sent, #13 refused.
+    first = list(read_report(result["report"].replace(".try-2.", ".try-1.")))
+    assert [r["outcome"] for r in first] == ["sent"] * 13 + ["failed"] + ["sent"] * 6
 
 
 def test_mapped_chunks_example_sends_every_recipient_once(dag_env) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,11 @@ import pytest
 
 from vantax_provider._compat import AirflowException
 from vantax_provider.exceptions import VantaxValidationError
-from vantax_provider.operators.vantax_bulk import FAILED_RESULT_XCOM_KEY, VantaxBulkSendMessageOperator
+from vantax_provider.operators.vantax_bulk import (
+    FAILED_RESULT_XCOM_KEY,
+    VantaxBulkSendMessageOperator,
+    read_report,
+)
 
 
 def _recipients(n: int, prefix: str = "conv_b") -> list[dict[str, Any]]:
@@ -43,10 +47,11 @@ def test_each_recipient_gets_their_own_rendered_message(emu, context) -> None:  
         assert "subject" not in body  # sms ignores it
     keys = [m["idempotency_key"] for m in emu.messages()]
     assert len(set(keys)) == 25 and all(k.startswith("airflow-") for k in keys)
-    outcomes = result["outcomes"]
+    assert result["outcomes"] == [] and result["truncated"] is False  # nobody needs attention
+    outcomes = list(read_report(result["report"]))  # every recipient is in the report
     assert [o["index"] for o in outcomes] == list(range(25))
     assert all(o["outcome"] == "sent" and o["message_id"] in emu_ids(emu) for o in outcomes)
-    assert not any("content" in o for o in outcomes)  # never the body in the XCom
+    assert not any("content" in o for o in outcomes)  # never the body in the report
 
 
 def emu_ids(emu: Any) -> set[str]:
@@ -196,7 +201,7 @@ def test_bad_arguments_are_refused_at_parse_time(kwargs: dict[str, Any], message
 
 def test_message_fields_are_not_airflow_template_fields() -> None:
     op = _op([])
-    assert set(op.template_fields) == {"recipients", "vantax_conn_id"}
+    assert set(op.template_fields) == {"recipients", "vantax_conn_id", "report_path", "report_conn_id"}
     assert op.message_fields["content"].startswith("Hi {{ recipient.name }}")
 
 
@@ -241,7 +246,8 @@ def test_a_recipient_that_is_not_json_is_invalid_not_a_crash(emu, context, recip
     recipients = [*_recipients(2), recipient]
     result = _op(recipients, max_failure_ratio=1.0).execute(context())
     assert (result["sent"], result["invalid"]) == (2, 1) and emu.stats()["created"] == 2
-    assert reason in result["outcomes"][2]["error"]
+    [invalid] = result["outcomes"]
+    assert invalid["index"] == 2 and reason in invalid["error"]
 
 
 def test_skip_does_not_repeat_a_request_that_may_have_created_the_message(emu, context, conn_extra) -> None:  # type: ignore[no-untyped-def]
@@ -251,7 +257,8 @@ def test_skip_does_not_repeat_a_request_that_may_have_created_the_message(emu, c
     emu.inject("status", status=500, when="after", method="POST", conversation_id="conv_b003", times=1)
     result = _op(_recipients(6), on_uncertain="skip").execute(context())
     assert (result["sent"], result["maybe_sent"], result["failed"]) == (5, 1, 0)
-    third = result["outcomes"][3]
+    third = list(read_report(result["report"]))[3]
+    assert result["outcomes"] == [third]
     assert third["outcome"] == "maybe_sent" and "HTTP 500" in third["error"]
     assert [m["conversation_id"] for m in emu.messages()].count("conv_b003") == 1
 

@@ -15,6 +15,7 @@ from vantax_provider.operators.vantax_bulk import (
     FAILED_RESULT_XCOM_KEY,
     WAIT_MESSAGES_XCOM_KEY,
     VantaxBulkSendMessageOperator,
+    read_report,
 )
 
 try:
@@ -34,7 +35,15 @@ def _op(**kwargs: Any) -> VantaxBulkSendMessageOperator:
 
 
 def _delivery_by_conversation(result: dict[str, Any]) -> dict[str, str]:
-    return {o["conversation_id"]: o["delivery_status"] for o in result["outcomes"]}
+    """Each message's last status, from the delivery report next to the send report."""
+    assert result["delivery"]["report"] == result["report"].removesuffix(".jsonl") + ".delivery.jsonl"
+    rows = read_report(result["delivery"]["report"])
+    by_report = {r["conversation_id"]: r["delivery_status"] for r in rows}
+    # The result lists the undelivered one itself (bounded: at most max_listed_outcomes).
+    [undelivered] = result["delivery"]["undelivered"]
+    assert by_report[undelivered["conversation_id"]] == undelivered["delivery_status"] != "delivered"
+    assert result["delivery"]["truncated"] is False
+    return by_report
 
 
 def test_in_worker_wait_counts_undelivered_messages_as_failures(emu, context) -> None:  # type: ignore[no-untyped-def]
@@ -84,13 +93,13 @@ def test_deferred_wait_resumes_with_the_triggers_statuses(emu, context, monkeypa
 def _deferred_size(pending: int) -> tuple[dict[str, Any], int, int]:
     """The trigger's kwargs (times aside), their bytes and the next kwargs' bytes, for ``pending``."""
     ti = FakeTI(dag_id="bulk_dag", task_id="bulk", run_id="scheduled__2025-01-01T00:00:00+00:00")
-    outcomes = [
+    rows = [
         {"index": i, "conversation_id": f"conv_{i:06d}", "message_id": f"msg_{i:024d}", "outcome": "sent"}
         for i in range(pending)
     ]  # fmt: skip
-    result = {"total": pending, "sent": pending, "failed": 0, "invalid": 0, "outcomes": outcomes}
+    result = {"total": pending, "sent": pending, "failed": 0, "invalid": 0, "outcomes": [], "report": None}
     with pytest.raises(TaskDeferred) as deferred:
-        _op(deferrable=True)._wait({"ti": ti}, result)  # type: ignore[arg-type]
+        _op(deferrable=True)._wait({"ti": ti}, result, rows)  # type: ignore[arg-type]
     assert len(ti.xcoms[WAIT_MESSAGES_XCOM_KEY]) == pending  # the ids are all there, in XCom
     _, trigger_kwargs = deferred.value.trigger.serialize()
     trigger_bytes = len(json.dumps(trigger_kwargs))

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from vantax_provider.operators._bulk_journal import HEAD_KEY, Journal, identity, unpack
-from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
+from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator, read_report
 
 POLICY_BYTES = 65_535
 
@@ -76,8 +76,9 @@ def test_second_execute_with_the_same_store_sends_nothing(nodedup, context, stor
     second = _op(recipients).execute(context(store))
     assert second["skipped_already_sent"] == 30 and second["sent"] == 0
     assert nodedup.stats()["requests"] == 30 and nodedup.stats()["created"] == 30
-    assert {o["outcome"] for o in second["outcomes"]} == {"skipped_already_sent"}
-    assert second["outcomes"][5]["conversation_id"] == "conv_k5"
+    rows = list(read_report(second["report"]))
+    assert {o["outcome"] for o in rows} == {"skipped_already_sent"} and second["outcomes"] == []
+    assert rows[5]["conversation_id"] == "conv_k5"
 
 
 def test_failed_recipients_are_retried_and_sent_ones_skipped(nodedup, context, store) -> None:  # type: ignore[no-untyped-def]
@@ -119,7 +120,7 @@ def test_a_repeated_row_is_a_duplicate_and_sent_once(nodedup, context, store) ->
     recipients.append({"cid": "conv_k1", "n": 77})  # same conversation, other body: a message of its own
     result = _op(recipients).execute(context(store))
     assert (result["sent"], result["duplicate"]) == (6, 1)
-    dup = result["outcomes"][3]
+    dup = list(read_report(result["report"]))[3]
     assert dup["outcome"] == "duplicate" and dup["duplicate_of"] == 1 and dup["conversation_id"] == "conv_k1"
     assert _created(nodedup)["conv_k1"] == 2 and nodedup.stats()["created"] == 6
 

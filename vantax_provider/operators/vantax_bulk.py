@@ -12,8 +12,9 @@ from airflow.sdk import BaseOperator
 
 from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
 from vantax_provider.contract import DEFAULT_CONN_ID
-from vantax_provider.operators import _state
+from vantax_provider.operators import _bulk_report, _state
 from vantax_provider.operators._bulk_journal import MAX_WINDOW, Journal, identity
+from vantax_provider.operators._bulk_report import read_report as read_report  # re-exported
 from vantax_provider.operators._bulk_support import Renderer, RenderError, recipient_problem
 from vantax_provider.status import check_status_sets, settle_until, status_set, to_seconds
 
@@ -61,10 +62,11 @@ class VantaxBulkSendMessageOperator(BaseOperator):
     that change between tries (``ti.try_number``, the current time) into the message, or the keys
     change with them.
 
-    Returns (XCom ``return_value``) ``{"total", "sent", "failed", "invalid", "skipped_already_sent",
-    "duplicate", "maybe_sent", "outcomes": [...]}``; each outcome has ``index``,
-    ``conversation_id``, ``outcome`` (``sent``, ``failed``, ``invalid``, ``skipped_already_sent``,
-    ``duplicate`` or ``maybe_sent``) and ``message_id`` + ``status`` or ``error``; never a body.
+    Returns (XCom ``return_value``) a result of bounded size: ``{"total", "sent", "failed",
+    "invalid", "skipped_already_sent", "duplicate", "maybe_sent", "outcomes": [...], "listed_total",
+    "truncated", "report"}``; ``outcomes`` lists the failed, invalid and maybe_sent recipients (at
+    most ``max_listed_outcomes``), each with ``index``, ``conversation_id``, ``outcome`` and
+    ``error``; never a body.  Every recipient's outcome is in the JSON Lines report at ``report``.
     When the failure policy fails the task, the same dict is pushed under the XCom key
     ``vantax_bulk_result``.
 
@@ -98,9 +100,15 @@ class VantaxBulkSendMessageOperator(BaseOperator):
     :param delivery_timeout: how long to wait (seconds or timedelta); None waits without limit.
     :param success_statuses: statuses that count as delivered, besides ``delivered``.
     :param failure_statuses: statuses that count as failed, besides ``failed``.
+    :param report_path: folder of the per-recipient JSON Lines report (templated): a URI
+        (``s3://bucket/prefix``, ``file:///abs``) or a local path, relative paths under
+        ``AIRFLOW_HOME``; ``vantax_reports`` by default; None or False writes no report.
+    :param report_conn_id: the Airflow connection of the report's object store. (templated)
+    :param max_listed_outcomes: most failed, invalid and maybe_sent recipients listed in the XCom
+        result (and undelivered messages under ``delivery``); the report lists them all.
     """
 
-    template_fields: Sequence[str] = ("recipients", "vantax_conn_id")
+    template_fields: Sequence[str] = ("recipients", "vantax_conn_id", "report_path", "report_conn_id")
     template_fields_renderers: ClassVar[dict[str, str]] = {"recipients": "json"}
     ui_color = "#e8f0fe"
 
@@ -129,6 +137,9 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         delivery_timeout: float | timedelta | None = DEFAULT_DELIVERY_TIMEOUT,
         success_statuses: Iterable[str] | str | None = None,
         failure_statuses: Iterable[str] | str | None = None,
+        report_path: str | bool | None = _bulk_report.DEFAULT_REPORT_PATH,
+        report_conn_id: str | None = None,
+        max_listed_outcomes: int = _bulk_report.DEFAULT_MAX_LISTED,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -174,6 +185,17 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         self.success_statuses = sorted(status_set(success_statuses))
         self.failure_statuses = sorted(status_set(failure_statuses))
         check_status_sets(frozenset(self.success_statuses), frozenset(self.failure_statuses))
+        if (
+            isinstance(max_listed_outcomes, bool)
+            or not isinstance(max_listed_outcomes, int)
+            or not (0 <= max_listed_outcomes <= 100_000)
+        ):
+            raise ValueError(
+                f"max_listed_outcomes must be between 0 and 100000, got {max_listed_outcomes!r}."
+            )
+        self.report_path = report_path
+        self.report_conn_id = report_conn_id
+        self.max_listed_outcomes = max_listed_outcomes
 
     def _make_hook(self) -> VantaxHook:
         from vantax_provider.hooks.vantax import VantaxHook
@@ -199,6 +221,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
                 len(journal.prior_done), len(journal.prior_maybe | journal.prior_uncertain),
                 self.on_uncertain,
             )  # fmt: skip
+        report = self._prepare_report(context)  # an unwritable folder fails here, before sending
         batch = _Batch(len(recipients), journal, self)
         items = self._items(recipients, renderer, hook, context, batch)
 
@@ -217,12 +240,50 @@ class VantaxBulkSendMessageOperator(BaseOperator):
                     await hook.aclose()
 
         asyncio.run(run())
-        result = batch.result()
+        rows = batch.rows()
+        result = self._result(batch, rows, report)
         self._log_summary(result)
-        self._apply_policy(context, result, result["failed"] + result["invalid"])
+        self._apply_policy(context, result, result["failed"] + result["invalid"], rows)
         if self.wait_for_delivery:
-            return self._wait(context, result)
+            return self._wait(context, result, rows)
         return result
+
+    # -- the report and the result --------------------------------------------------------------
+
+    def _prepare_report(self, context: Context) -> str | None:
+        """The report's URI for this try, created empty now; None when reports are off."""
+        base = _bulk_report.base_uri(self.report_path)
+        if base is None:
+            return None
+        uri = _bulk_report.report_uri(base, context["ti"])
+        try:
+            _bulk_report.prepare(uri, self.report_conn_id)
+        except Exception as exc:  # nothing was sent: fail now, naming the setting
+            raise AirflowException(
+                f"report_path: cannot write the bulk report {uri} ({type(exc).__name__}: {str(exc)[:300]}); "
+                "nothing was sent. Fix the folder or its report_conn_id, or set report_path=None."
+            ) from None
+        return uri
+
+    def _result(self, batch: _Batch, rows: list[dict[str, Any]], report: str | None) -> dict[str, Any]:
+        """Write every row to the report, and return the bounded XCom result pointing to it."""
+        error = None
+        if report is not None:
+            try:
+                lines = _bulk_report.write_lines(report, self.report_conn_id, rows)
+            except Exception as exc:  # the sends happened: keep their result, do not invite a re-send
+                error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                self.log.error(
+                    "Could not write the Vantax bulk report %s (%s). The messages were sent; the XCom "
+                    "result keeps the counts and the first %d recipients that need attention.",
+                    report, error, self.max_listed_outcomes,
+                )  # fmt: skip
+                report = None
+            else:
+                self.log.info("Vantax bulk report (%d recipients): %s", lines, report)
+        return _bulk_report.summary(
+            batch.total, batch.counts, rows, limit=self.max_listed_outcomes, report=report, report_error=error
+        )
 
     def _items(
         self,
@@ -300,7 +361,13 @@ class VantaxBulkSendMessageOperator(BaseOperator):
                 "'maybe_sent' in the result; check them in Vantax.", result["maybe_sent"],
             )  # fmt: skip
 
-    def _apply_policy(self, context: Context, result: dict[str, Any], failures: int) -> None:
+    def _apply_policy(
+        self,
+        context: Context,
+        result: dict[str, Any],
+        failures: int,
+        rows: list[dict[str, Any]] | None = None,
+    ) -> None:
         total = result["total"]
         if failures == 0 or total == 0:
             return
@@ -312,11 +379,14 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             )
             return
         context["ti"].xcom_push(key=FAILED_RESULT_XCOM_KEY, value=result)
-        examples = [f"#{o['index']}: {o['error']}" for o in result["outcomes"] if o.get("error")][:5]
+        # The first errors in full (the XCom lists them cut to a few hundred characters).
+        examples = [f"#{o['index']}: {o['error']}" for o in rows or result["outcomes"] if o.get("error")][:5]
         allowed = "none allowed" if limit is None else f"max_failure_ratio={limit:g}"
         raise AirflowException(
-            f"{failures} of {total} Vantax recipients failed ({100 * ratio:.1f}%, {allowed}); the full "
-            f"result is in XCom {FAILED_RESULT_XCOM_KEY!r}. First errors: " + " | ".join(examples)
+            f"{failures} of {total} Vantax recipients failed ({100 * ratio:.1f}%, {allowed}); the "
+            f"result is in XCom {FAILED_RESULT_XCOM_KEY!r}. First errors: "
+            + " | ".join(examples)
+            + f" (every recipient: {result.get('report')})"
         )
 
     # -- delivery -------------------------------------------------------------------------------
@@ -334,8 +404,8 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             max_concurrency=self.max_concurrency,
         )  # fmt: skip
 
-    def _wait(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
-        pairs = [[o["conversation_id"], o["message_id"]] for o in result["outcomes"] if o.get("message_id")]
+    def _wait(self, context: Context, result: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+        pairs = [[o["conversation_id"], o["message_id"]] for o in rows if o.get("message_id")]
         if not pairs:
             return result
         if self.deferrable:
@@ -358,32 +428,59 @@ class VantaxBulkSendMessageOperator(BaseOperator):
                 return dict(event.payload)
             raise AirflowException("The Vantax delivery trigger ended without an event.")
 
-        return self.execute_complete(context, asyncio.run(first_event()), result=result)
+        return self.execute_complete(context, asyncio.run(first_event()), result=result, pairs=pairs)
 
     def execute_complete(
-        self, context: Context, event: dict[str, Any] | None = None, result: dict[str, Any] | None = None
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None,
+        pairs: list[list[str]] | None = None,
     ) -> dict[str, Any]:
-        """Merge the delivery statuses into the result and apply the failure policy to them."""
+        """Add the delivery counts (and the undelivered messages, capped) to the result; apply the policy."""
+        ti = context["ti"]
         if result is None:  # resumed from a deferral: the result waited in XCom
-            ti = context["ti"]
             result = ti.xcom_pull(task_ids=ti.task_id, key=WAIT_RESULT_XCOM_KEY, map_indexes=ti.map_index)
         if isinstance(event, dict) and event.get("status") == "error" and "statuses" not in event:
             raise AirflowException(str(event.get("message"))[:500])  # the ids could not be read
         if not isinstance(event, dict) or not isinstance(event.get("statuses"), dict) or not result:
             raise AirflowException(f"Unexpected event from the Vantax trigger: {str(event)[:500]}")
-        statuses: dict[str, Any] = event["statuses"]
-        # Messages not listed ended in ``success_status``, unless the list was cut (then unknown here).
-        rest = event.get("success_status") if not event.get("statuses_omitted") else None
-        for outcome in result["outcomes"]:
-            message_id = outcome.get("message_id")
-            if message_id:
-                outcome["delivery_status"] = statuses.get(message_id, rest)
+        if pairs is None:  # the ids waited in XCom too
+            pairs = ti.xcom_pull(task_ids=ti.task_id, key=WAIT_MESSAGES_XCOM_KEY, map_indexes=ti.map_index)
+        pairs = [list(p) for p in pairs or ()]
         counts = dict(event.get("counts") or {})
-        result["delivery"] = {"status": event.get("status"), "counts": counts}
+        listed, listed_total = _bulk_report.undelivered(
+            pairs, event, self.max_listed_outcomes,
+            frozenset(self.success_statuses), frozenset(self.failure_statuses),
+        )  # fmt: skip
+        result["delivery"] = {
+            "status": event.get("status"), "counts": counts, "success_status": event.get("success_status"),
+            "undelivered": listed,
+            "truncated": listed_total > len(listed) or bool(event.get("statuses_omitted")),
+            "report": self._write_delivery_report(result.get("report"), pairs, event),
+        }  # fmt: skip
         self.log.info("Vantax delivery: %s", event.get("message"))
         undelivered = sum(int(counts.get(k, 0)) for k in ("failure", "unknown", "error", "pending"))
         self._apply_policy(context, result, result["failed"] + result["invalid"] + undelivered)
         return result
+
+    def _write_delivery_report(
+        self, report: Any, pairs: list[list[str]], event: dict[str, Any]
+    ) -> str | None:
+        """Each waited message's last status, next to the send report; its URI, or None."""
+        if not isinstance(report, str):
+            return None
+        uri = _bulk_report.delivery_uri(report)
+        try:
+            lines = _bulk_report.write_lines(
+                uri, self.report_conn_id, _bulk_report.delivery_rows(pairs, event)
+            )
+        except Exception as exc:  # the delivery counts stay in the result
+            self.log.error("Could not write the Vantax delivery report %s (%s: %s).", uri, type(exc).__name__,
+                           str(exc)[:300])  # fmt: skip
+            return None
+        self.log.info("Vantax delivery report (%d messages): %s", lines, uri)
+        return uri
 
 
 class _Batch:
@@ -449,9 +546,9 @@ class _Batch:
                 self.total - sum(c.values()), self.total, progress.rate,
             )  # fmt: skip
 
-    def result(self) -> dict[str, Any]:
-        outcomes = [o for o in self.outcomes if o is not None]
-        return {"total": self.total, **self.counts, "outcomes": outcomes}
+    def rows(self) -> list[dict[str, Any]]:
+        """Every recipient's outcome, in list order (the report's lines)."""
+        return [o for o in self.outcomes if o is not None]
 
 
 def _own_key(recipient: Mapping[str, Any], field: str) -> tuple[str, str | None]:
