@@ -15,7 +15,13 @@ from vantax_provider.contract import DEFAULT_CONN_ID
 from vantax_provider.operators import _state
 from vantax_provider.operators._bulk_journal import MAX_WINDOW, Journal, identity
 from vantax_provider.operators._bulk_support import Renderer, RenderError, recipient_problem
-from vantax_provider.status import check_status_sets, settle_until, status_set, to_seconds
+from vantax_provider.status import (
+    DEFAULT_POLL_INTERVAL,
+    check_status_sets,
+    settle_until,
+    status_set,
+    to_seconds,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -25,7 +31,6 @@ if TYPE_CHECKING:
     from vantax_provider.models import Channel
 
 DEFAULT_MAX_CONCURRENCY = 32
-DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
 ON_UNCERTAIN = ("resend", "skip")
 #: XCom key of the result when the task fails by the failure policy (``return_value`` is not pushed then).
