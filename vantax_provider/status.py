@@ -23,9 +23,6 @@ from vantax_provider.exceptions import (
 #: (apache/airflow#71580, #72716); see docs/reliability.md, "Deferred waits".
 DEFERRAL_SETTLE_SECONDS = 10.0
 
-#: Seconds between two status reads while waiting (operators, sensor's trigger, triggers, hook).
-DEFAULT_POLL_INTERVAL = 5.0
-
 
 class MessageStatus(str, Enum):
     """

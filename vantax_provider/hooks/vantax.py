@@ -13,6 +13,7 @@ from airflow.sdk.bases.hook import BaseHook
 
 from vantax_provider import __version__
 from vantax_provider.contract import DEFAULT_CONN_ID
+from vantax_provider.defaults import DEFAULT_POLL_INTERVAL
 from vantax_provider.exceptions import VantaxError, VantaxRateLimitError, bound_text
 from vantax_provider.hooks._pacing import AsyncPacer
 from vantax_provider.hooks._settings import (
@@ -35,6 +36,8 @@ from vantax_provider.hooks._wire import (
 )
 from vantax_provider.models import (
     PHONE_CHANNELS,
+    BulkItem,
+    BulkProgress,
     Channel,
     DeliveryCheck,
     Message,
@@ -42,7 +45,6 @@ from vantax_provider.models import (
     build_send_request,
 )
 from vantax_provider.status import (
-    DEFAULT_POLL_INTERVAL,
     TRANSIENT_ERRORS,
     Outcome,
     judge,
@@ -55,8 +57,6 @@ if TYPE_CHECKING:
 
     import httpx
     from airflow.sdk import Connection
-
-    from vantax_provider.hooks._bulk import BulkItem, BulkProgress
 
 
 #: Connections per async pool (see ``get_async_conn``).

@@ -16,10 +16,10 @@ from vantax_provider._compat import (
     keep_xcom_values_literal,
 )
 from vantax_provider.contract import DEFAULT_CONN_ID, MESSAGE_FIELDS, omit_blank
+from vantax_provider.defaults import DEFAULT_DELIVERY_TIMEOUT, DEFAULT_POLL_INTERVAL, ON_UNCERTAIN
 from vantax_provider.operators import _state
 from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 from vantax_provider.status import (
-    DEFAULT_POLL_INTERVAL,
     Outcome,
     check_status_sets,
     event_outcome,
@@ -40,12 +40,10 @@ if TYPE_CHECKING:
 
 __all__ = ["VantaxBulkSendMessageOperator", "VantaxConversationLink", "VantaxSendMessageOperator"]
 
-DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
 #: A deferrable wait first looks this long in the worker: a message delivered at once never defers.
 IN_WORKER_WAIT_SECONDS = 3.0
 #: ... reading the status at most this often meanwhile.
 IN_WORKER_POLL_SECONDS = 0.5
-ON_UNCERTAIN = ("resend", "skip")
 
 
 class VantaxConversationLink(BaseOperatorLink):

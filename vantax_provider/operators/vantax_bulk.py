@@ -12,27 +12,23 @@ from airflow.sdk import BaseOperator
 
 from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
 from vantax_provider.contract import DEFAULT_CONN_ID
+from vantax_provider.defaults import (
+    DEFAULT_DELIVERY_TIMEOUT,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_SEND_CONCURRENCY,
+    ON_UNCERTAIN,
+)
 from vantax_provider.operators import _state
 from vantax_provider.operators._bulk_journal import MAX_WINDOW, Journal, identity
 from vantax_provider.operators._bulk_support import Renderer, RenderError, recipient_problem
-from vantax_provider.status import (
-    DEFAULT_POLL_INTERVAL,
-    check_status_sets,
-    settle_until,
-    status_set,
-    to_seconds,
-)
+from vantax_provider.status import check_status_sets, settle_until, status_set, to_seconds
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
 
-    from vantax_provider.hooks._bulk import BulkItem, BulkProgress, SendOutcome
     from vantax_provider.hooks.vantax import VantaxHook
-    from vantax_provider.models import Channel
+    from vantax_provider.models import BulkItem, BulkProgress, Channel, SendOutcome
 
-DEFAULT_MAX_CONCURRENCY = 32
-DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
-ON_UNCERTAIN = ("resend", "skip")
 #: XCom key of the result when the task fails by the failure policy (``return_value`` is not pushed then).
 FAILED_RESULT_XCOM_KEY = "vantax_bulk_result"
 WAIT_MESSAGES_XCOM_KEY = "vantax_bulk_wait_messages"  # deferred wait: the [conversation, message] pairs
@@ -121,7 +117,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         from_phone_number_id: str | None = None,
         media_url: list[str] | str | None = None,
         vantax_conn_id: str = DEFAULT_CONN_ID,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_concurrency: int = DEFAULT_SEND_CONCURRENCY,
         rate_limit: float | None = None,
         max_failure_ratio: float | None = None,
         checkpoint_interval: float = 1.0,

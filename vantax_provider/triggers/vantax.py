@@ -12,10 +12,10 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from vantax_provider._compat import aget_xcom
+from vantax_provider.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_READ_CONCURRENCY
 from vantax_provider.exceptions import VantaxError
 from vantax_provider.hooks.vantax import VantaxHook
 from vantax_provider.status import (
-    DEFAULT_POLL_INTERVAL,
     TRANSIENT_ERRORS,
     Outcome,
     classify,
@@ -23,7 +23,6 @@ from vantax_provider.status import (
     to_epoch,
 )
 
-DEFAULT_MAX_CONCURRENCY = 20
 MAX_LISTED_STATUSES = 1000  # statuses listed one by one in the many-message event
 
 
@@ -198,7 +197,7 @@ class VantaxMessagesStatusTrigger(_StatusWait):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         success_statuses: Iterable[str] | str | None = None,
         failure_statuses: Iterable[str] | str | None = None,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_concurrency: int = DEFAULT_READ_CONCURRENCY,
         not_before: float | None = None,
     ) -> None:
         super().__init__(
