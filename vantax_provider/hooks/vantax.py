@@ -20,7 +20,6 @@ from vantax_provider.hooks._settings import (
     VantaxSettings,
     amask_api_key,
     mask_api_key,
-    normalise_base_url,
     settings_from_connection,
 )
 from vantax_provider.hooks._wire import (
@@ -62,7 +61,7 @@ if TYPE_CHECKING:
 #: Connections per async pool (see ``get_async_conn``).
 ASYNC_POOL_SIZE = 8
 
-__all__ = ["VantaxHook", "VantaxSettings", "normalise_base_url", "path_segment"]
+__all__ = ["VantaxHook"]
 
 
 class VantaxHook(BaseHook):
@@ -216,6 +215,16 @@ class VantaxHook(BaseHook):
         clients, self._aclients, self._aclient_loop = self._aclients, [], None
         for client in clients:
             await client.aclose()
+
+    def conversation_url(self, conversation_id: str) -> str:
+        """
+        The conversation in the Vantax dashboard, from the connection's ``dashboard_url`` extra.
+
+        ``{conversation_id}`` is replaced, path-encoded (dots too, so ``..`` cannot climb the
+        dashboard's path); empty when the connection has no ``dashboard_url``.
+        """
+        url = self.settings.dashboard_url
+        return url.replace("{conversation_id}", path_segment(conversation_id)) if url else ""
 
     # -- messages ---------------------------------------------------------------------------
 

@@ -61,15 +61,12 @@ class VantaxConversationLink(BaseOperatorLink):
         if not isinstance(conversation_id, str) or not conversation_id or "{{" in conversation_id:
             return ""
         try:
-            from vantax_provider.hooks.vantax import VantaxHook, path_segment
+            from vantax_provider.hooks.vantax import VantaxHook
 
-            url = VantaxHook(
-                getattr(operator, "vantax_conn_id", VantaxHook.default_conn_name)
-            ).settings.dashboard_url
+            hook = VantaxHook(getattr(operator, "vantax_conn_id", VantaxHook.default_conn_name))
+            return hook.conversation_url(conversation_id)
         except Exception:  # a link must never fail the task: no connection means no link
             return ""
-        # The hook's path-segment encoding: dots too, so ".." cannot climb the dashboard's path.
-        return url.replace("{conversation_id}", path_segment(conversation_id)) if url else ""
 
 
 class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
