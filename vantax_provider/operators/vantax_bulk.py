@@ -39,35 +39,11 @@ class VantaxBulkSendMessageOperator(BaseOperator):
     """
     Send one personalised Vantax message to each of many recipients, concurrently, from one task.
 
-    ``recipients`` is a list of dicts (usually an XComArg).  The message fields are literals or
-    Jinja templates rendered **once per recipient** by this operator, with ``recipient`` (the
-    recipient's dict) and the task context (``ds``, ``params``, ``ti``...), in a sandboxed
-    environment with ``StrictUndefined``: a missing key fails that recipient, naming the field
-    and the key, and nothing is sent to it.  These fields are deliberately *not*
-    ``template_fields``: Airflow does not render them before ``execute`` (it would have no
-    ``recipient`` and would render them only once), so ``"Hello {{ recipient.name }}"`` reaches
-    the operator intact.  Only ``recipients`` and ``vantax_conn_id`` are rendered by Airflow.
-
-    Each rendered message is validated before any request; invalid recipients are reported and
-    not sent.  Sends run through the async hook with at most ``max_concurrency`` in flight and an
-    optional ``rate_limit``; a 429 ``Retry-After`` pauses the whole batch.  Every message gets a
-    deterministic ``Idempotency-Key`` derived from the task instance, the conversation and the
-    rendered body (not the list position), or the recipient's own key (``idempotency_key_field``);
-    a row that repeats an earlier row's message is reported as ``duplicate`` and sent once.  On
-    Airflow >= 3.3 a write-ahead journal in ``task_state_store`` records which messages are about
-    to be sent and which were sent, so a retry, even after the worker was killed and with a
-    changed list, sends nobody twice except the at most ``max_concurrency`` messages in flight at
-    the crash, which ``on_uncertain`` re-sends under their keys or skips.  On Airflow 3.1/3.2 a
-    retry sends again under the same keys and relies on Vantax to deduplicate.  Do not put values
-    that change between tries (``ti.try_number``, the current time) into the message, or the keys
-    change with them.
-
-    Returns (XCom ``return_value``) ``{"total", "sent", "failed", "invalid", "skipped_already_sent",
-    "duplicate", "maybe_sent", "outcomes": [...]}``; each outcome has ``index``,
-    ``conversation_id``, ``outcome`` (``sent``, ``failed``, ``invalid``, ``skipped_already_sent``,
-    ``duplicate`` or ``maybe_sent``) and ``message_id`` + ``status`` or ``error``; never a body.
-    When the failure policy fails the task, the same dict is pushed under the XCom key
-    ``vantax_bulk_result``.
+    The message fields are literals or Jinja templates rendered once per recipient (with
+    ``recipient`` and the task context) and validated before any request; a retry sends nobody
+    twice.  Returns the counts and one outcome per recipient (never a body); see
+    docs/operators/bulk-send.md for the templates, the result, the failure policy and how retries
+    and crashes are handled.
 
     :param recipients: list of dicts, one per message. (templated)
     :param conversation_id: conversation to post into; literal or per-recipient template.
