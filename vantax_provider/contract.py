@@ -35,10 +35,9 @@ SUBJECT_MAX_CHARS: Final = 255
 ID_MAX_CHARS: Final = 256
 URL_MAX_CHARS: Final = 2048
 
-#: Documented delivery statuses; other values may appear and are parsed as plain strings.
-KNOWN_STATUSES: Final = ("queued", "sent", "delivered", "failed")
-TERMINAL_STATUSES: Final = frozenset({"delivered", "failed"})
-NON_TERMINAL_STATUSES: Final = frozenset({"queued", "sent"})
+#: The documented delivery statuses, and which of them are final, are the status vocabulary in
+#: ``vantax_provider/status.py`` (``MessageStatus``); other values may appear and are parsed as
+#: plain strings.
 
 #: Status codes after which a request is never repeated.
 NEVER_RETRY: Final = frozenset({400, 401, 403, 404, 409, 413, 415, 422})

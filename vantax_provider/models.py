@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 import unicodedata
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -21,6 +23,12 @@ from pydantic_core import PydanticCustomError
 
 from vantax_provider import contract
 from vantax_provider.exceptions import FieldError, VantaxValidationError
+
+# The status vocabulary lives in vantax_provider.status; these names stay importable from here.
+from vantax_provider.status import NON_TERMINAL_STATUSES as NON_TERMINAL_STATUSES
+from vantax_provider.status import TERMINAL_STATUSES as TERMINAL_STATUSES
+from vantax_provider.status import MessageStatus as MessageStatus
+from vantax_provider.status import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -40,35 +48,6 @@ class Channel(str, Enum):
 
 #: Channels that send from one of the account's phone numbers.
 PHONE_CHANNELS = frozenset({Channel.SMS, Channel.WHATSAPP})
-
-
-class MessageStatus(str, Enum):
-    """
-    The documented delivery statuses.
-
-    ``Message.status`` stays a plain string, so a value the API adds later still parses;
-    :meth:`is_terminal` and the sets below classify the known ones.
-    """
-
-    QUEUED = "queued"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def is_terminal(cls, status: str) -> bool:
-        return status in contract.TERMINAL_STATUSES
-
-    @classmethod
-    def is_known(cls, status: str) -> bool:
-        return status in contract.KNOWN_STATUSES
-
-
-TERMINAL_STATUSES = frozenset(MessageStatus(s) for s in contract.TERMINAL_STATUSES)
-NON_TERMINAL_STATUSES = frozenset(MessageStatus(s) for s in contract.NON_TERMINAL_STATUSES)
 
 
 #: Control characters, and the Unicode line and paragraph separators (U+2028, U+2029).
@@ -317,3 +296,83 @@ class Message(BaseModel):
             "channel": self.channel,
             "status": self.status,
         }
+
+
+@dataclass(frozen=True)
+class DeliveryCheck:
+    """
+    What a wait learned about one message.
+
+    Returned by the hook's ``check_message_status`` (one reading) and ``wait_for_message_status``.
+
+    :param outcome: how the reading or the wait ended: success, failure, unknown or pending for one
+        reading; timeout or error for a whole wait (:class:`~vantax_provider.status.Outcome`).
+    :param text: what a user reads about it, e.g. the reason of a failure.
+    :param status: the last delivery status read; None when none could be read.
+    :param message: the last message read, if any (its content included: do not log it).
+    """
+
+    outcome: Outcome
+    text: str
+    status: str | None = None
+    message: Message | None = None
+
+
+# -- results of a bulk send (VantaxHook.asend_many) ------------------------------------------
+
+#: One message to send: its position in the batch, the validated request and its idempotency key.
+BulkItem = tuple[int, SendMessageRequest, str | None]
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """
+    What happened to one message of a batch; never the body.
+
+    :param index: the recipient's position in the batch.
+    :param conversation_id: the conversation the message was posted into.
+    :param message_id: the created message's id, on success.
+    :param status: its status as the create call returned it, on success.
+    :param error: why it failed (field or HTTP reason), on failure.
+    :param maybe_sent: the failure left it unknown whether the message was created.
+    """
+
+    index: int
+    conversation_id: str
+    message_id: str | None = None
+    status: str | None = None
+    error: str | None = None
+    maybe_sent: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class BulkProgress:
+    """
+    Live counters of a running batch, handed to the tick callback.
+
+    :param started: ``time.monotonic()`` when the batch started.
+    """
+
+    started: float
+    sent: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    finished: bool = False
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        """Messages finished per second so far."""
+        elapsed = self.elapsed
+        return self.done / elapsed if elapsed > 0 else 0.0

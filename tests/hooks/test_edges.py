@@ -33,8 +33,9 @@ from vantax_provider.exceptions import (
     VantaxValidationError,
 )
 from vantax_provider.hooks._retry import RetryPolicy, parse_retry_after
+from vantax_provider.hooks._settings import normalise_base_url
 from vantax_provider.hooks._wire import Attempts
-from vantax_provider.hooks.vantax import VantaxHook, normalise_base_url
+from vantax_provider.hooks.vantax import VantaxHook
 from vantax_provider.models import build_send_request
 from vantax_provider.status import TRANSIENT_ERRORS
 

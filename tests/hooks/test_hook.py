@@ -15,7 +15,9 @@ from vantax_provider.exceptions import (
     VantaxValidationError,
 )
 from vantax_provider.hooks._retry import RetryPolicy, parse_retry_after
-from vantax_provider.hooks.vantax import VantaxHook, normalise_base_url, path_segment
+from vantax_provider.hooks._settings import normalise_base_url  # internal helpers, tested directly
+from vantax_provider.hooks._wire import path_segment
+from vantax_provider.hooks.vantax import VantaxHook
 
 CHANNELS = {
     "sms": {"from_phone_number_id": "pn_1", "media_url": ["https://cdn.example.com/a.jpg"]},

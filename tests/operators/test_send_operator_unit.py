@@ -106,37 +106,50 @@ def _sent(conversation_id: str) -> str:
         hook.close()
 
 
-def test_sync_wait_failure_names_the_status(vantax_conn: str) -> None:
-    message_id = _sent("conv_fail_w")
-    with pytest.raises(AirflowFailException, match=rf"{message_id} was not delivered: status 'failed'"):
-        operator(poll_interval=0.05)._wait("conv_fail_w", message_id)
+def _send_and_wait(conversation_id: str, **kwargs: Any) -> tuple[dict[str, Any], FakeTI]:
+    """The operator's public path: send, then wait in the worker (``wait_for_delivery``)."""
+    ti = FakeTI()
+    op = operator(conversation_id=conversation_id, wait_for_delivery=True, deferrable=False, **kwargs)
+    return op.execute({"ti": ti}), ti  # type: ignore[arg-type]
 
 
-def test_sync_wait_timeout_names_message_and_last_status(vantax_conn: str) -> None:
-    message_id = _sent("conv_stuck_w")
+def _posted(emulator: Any) -> list[str]:
+    return [m["id"] for m in emulator.messages()]
+
+
+def test_sync_wait_failure_names_the_status(vantax_conn: str, vantax_emulator: Any) -> None:
+    with pytest.raises(AirflowFailException, match=r"msg_\S+ was not delivered: status 'failed'") as info:
+        _send_and_wait("conv_fail_w", poll_interval=0.05)
+    (message_id,) = _posted(vantax_emulator)
+    assert f"{message_id} was not delivered: status 'failed'" in str(info.value)
+
+
+def test_sync_wait_timeout_names_message_and_last_status(vantax_conn: str, vantax_emulator: Any) -> None:
     started = time.monotonic()
-    with pytest.raises(AirflowException, match=rf"{message_id} to be delivered; last status 'sent'") as info:
-        operator(poll_interval=0.05, delivery_timeout=0.3)._wait("conv_stuck_w", message_id)
+    with pytest.raises(AirflowException, match=r"to be delivered; last status 'sent'") as info:
+        _send_and_wait("conv_stuck_w", poll_interval=0.05, delivery_timeout=0.3)
+    (message_id,) = _posted(vantax_emulator)
+    assert f"Timed out after 0.3s waiting for Vantax message {message_id} to be delivered" in str(info.value)
     assert not isinstance(info.value, AirflowFailException)  # a retry resumes waiting
     assert time.monotonic() - started >= 0.3
 
 
 def test_sync_wait_unknown_status_fails_closed(vantax_conn: str, vantax_emulator: Any) -> None:
     vantax_emulator.configure(outcomes={"conv_u": "undelivered"})
-    message_id = _sent("conv_u")
-    with pytest.raises(AirflowFailException, match=r"'undelivered'.*failing closed"):
-        operator(poll_interval=0.05)._wait("conv_u", message_id)
-    assert (
-        operator(poll_interval=0.05, success_statuses="undelivered")._wait("conv_u", message_id).id
-        == message_id
-    )
+    with pytest.raises(AirflowFailException, match=r"'undelivered'.*failing closed") as info:
+        _send_and_wait("conv_u", poll_interval=0.05)
+    (message_id,) = _posted(vantax_emulator)
+    assert message_id in str(info.value)
+    # The same task instance again (its derived key: the message is replayed), accepting the status.
+    out, ti = _send_and_wait("conv_u", poll_interval=0.05, success_statuses="undelivered")
+    assert out["id"] == ti.xcoms["message_id"] == message_id and out["status"] == "undelivered"
 
 
 def test_sync_wait_survives_transient_errors(vantax_emulator: Any, conn_extra: Any) -> None:
     conn_extra(max_retries=0)
-    message_id = _sent("conv_t")
     vantax_emulator.inject("status", status=502, method="GET", times=2)
-    assert operator(poll_interval=0.05)._wait("conv_t", message_id).status == "delivered"
+    out, _ = _send_and_wait("conv_t", poll_interval=0.05)
+    assert out["status"] == "delivered"
     assert [r["status"] for r in vantax_emulator.requests() if r["method"] == "GET"][:2] == [502, 502]
 
 

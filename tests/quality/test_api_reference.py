@@ -30,6 +30,7 @@ def _public_modules() -> list[str]:
     # What DAG authors and their tests import besides the Airflow components.
     modules += [
         "vantax_provider.models",
+        "vantax_provider.status",
         "vantax_provider.exceptions",
         "vantax_provider.idempotency",
         "vantax_provider.emulator.testing",

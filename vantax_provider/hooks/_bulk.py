@@ -13,76 +13,26 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from vantax_provider.contract import POST_MAYBE_CREATED
+from vantax_provider.defaults import DEFAULT_SEND_CONCURRENCY
 from vantax_provider.exceptions import VantaxError, VantaxTransportError
-
-if TYPE_CHECKING:
-    from vantax_provider.hooks.vantax import VantaxHook
-    from vantax_provider.models import Message, SendMessageRequest
+from vantax_provider.models import BulkItem, BulkProgress, Message, SendMessageRequest, SendOutcome
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_CONCURRENCY = 32
 
-#: One message to send: its position in the batch, the validated request and its idempotency key.
-BulkItem = tuple[int, "SendMessageRequest", "str | None"]
+class BulkSender(Protocol):
+    """What the engine needs of a hook (:class:`VantaxHook` is one): a paced, retried async send."""
 
-
-@dataclass(frozen=True)
-class SendOutcome:
-    """
-    What happened to one message of a batch; never the body.
-
-    :param index: the recipient's position in the batch.
-    :param conversation_id: the conversation the message was posted into.
-    :param message_id: the created message's id, on success.
-    :param status: its status as the create call returned it, on success.
-    :param error: why it failed (field or HTTP reason), on failure.
-    :param maybe_sent: the failure left it unknown whether the message was created.
-    """
-
-    index: int
-    conversation_id: str
-    message_id: str | None = None
-    status: str | None = None
-    error: str | None = None
-    maybe_sent: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
-class BulkProgress:
-    """
-    Live counters of a running batch, handed to the tick callback.
-
-    :param started: ``time.monotonic()`` when the batch started.
-    """
-
-    started: float
-    sent: int = 0
-    failed: int = 0
-    in_flight: int = 0
-    finished: bool = False
-
-    @property
-    def done(self) -> int:
-        return self.sent + self.failed
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    @property
-    def rate(self) -> float:
-        """Messages finished per second so far."""
-        elapsed = self.elapsed
-        return self.done / elapsed if elapsed > 0 else 0.0
+    async def asend_request(
+        self,
+        request: SendMessageRequest,
+        *,
+        idempotency_key: str | None = None,
+        repeat_uncertain: bool = True,
+    ) -> Message: ...
 
 
 OnOutcome = Callable[[SendOutcome], None]
@@ -91,10 +41,10 @@ BeforeSend = Callable[[BulkItem], Awaitable[None]]
 
 
 async def asend_many(
-    hook: VantaxHook,
+    hook: BulkSender,
     items: Iterable[BulkItem],
     *,
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    max_concurrency: int = DEFAULT_SEND_CONCURRENCY,
     on_outcome: OnOutcome | None = None,
     on_tick: OnTick | None = None,
     tick_interval: float = 1.0,

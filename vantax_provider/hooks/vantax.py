@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -13,13 +13,13 @@ from airflow.sdk.bases.hook import BaseHook
 
 from vantax_provider import __version__
 from vantax_provider.contract import DEFAULT_CONN_ID
+from vantax_provider.defaults import DEFAULT_POLL_INTERVAL
 from vantax_provider.exceptions import VantaxError, VantaxRateLimitError, bound_text
 from vantax_provider.hooks._pacing import AsyncPacer
 from vantax_provider.hooks._settings import (
     VantaxSettings,
     amask_api_key,
     mask_api_key,
-    normalise_base_url,
     settings_from_connection,
 )
 from vantax_provider.hooks._wire import (
@@ -33,22 +33,35 @@ from vantax_provider.hooks._wire import (
     transport_error,
     transport_errors,
 )
-from vantax_provider.models import PHONE_CHANNELS, Channel, Message, SendMessageRequest, build_send_request
+from vantax_provider.models import (
+    PHONE_CHANNELS,
+    BulkItem,
+    BulkProgress,
+    Channel,
+    DeliveryCheck,
+    Message,
+    SendMessageRequest,
+    build_send_request,
+)
+from vantax_provider.status import (
+    TRANSIENT_ERRORS,
+    Outcome,
+    judge,
+    status_set,
+    timeout_text,
+)
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Iterable
 
     import httpx
     from airflow.sdk import Connection
-
-    from vantax_provider.hooks._bulk import BulkItem, BulkProgress
 
 
 #: Connections per async pool (see ``get_async_conn``).
 ASYNC_POOL_SIZE = 8
 
-__all__ = ["VantaxHook", "VantaxSettings", "normalise_base_url", "path_segment"]
+__all__ = ["VantaxHook"]
 
 
 class VantaxHook(BaseHook):
@@ -203,6 +216,16 @@ class VantaxHook(BaseHook):
         for client in clients:
             await client.aclose()
 
+    def conversation_url(self, conversation_id: str) -> str:
+        """
+        The conversation in the Vantax dashboard, from the connection's ``dashboard_url`` extra.
+
+        ``{conversation_id}`` is replaced, path-encoded (dots too, so ``..`` cannot climb the
+        dashboard's path); empty when the connection has no ``dashboard_url``.
+        """
+        url = self.settings.dashboard_url
+        return url.replace("{conversation_id}", path_segment(conversation_id)) if url else ""
+
     # -- messages ---------------------------------------------------------------------------
 
     def build_request(self, conversation_id: str, **fields: Any) -> SendMessageRequest:
@@ -289,6 +312,118 @@ class VantaxHook(BaseHook):
     async def aget_message(self, conversation_id: str, message_id: str) -> Message:
         """Async twin of :meth:`get_message`."""
         return await self._acall("GET", message_path(conversation_id, message_id))
+
+    # -- waiting for a delivery status, sync and async -------------------------------------------
+
+    def check_message_status(
+        self,
+        conversation_id: str,
+        message_id: str,
+        *,
+        success_statuses: Iterable[str] | str | None = None,
+        failure_statuses: Iterable[str] | str | None = None,
+    ) -> DeliveryCheck:
+        """
+        Read a message once and judge its status: the single step of every wait (a sensor's poke).
+
+        ``delivered`` is a success and ``failed`` a failure unless listed the other way; ``queued``
+        and ``sent`` are pending; any other status is ``unknown`` (a wait fails closed on it).
+        API errors are raised as they are.
+        """
+        message = self.get_message(conversation_id, message_id)
+        return _judged(message_id, message, success_statuses, failure_statuses)
+
+    async def acheck_message_status(
+        self,
+        conversation_id: str,
+        message_id: str,
+        *,
+        success_statuses: Iterable[str] | str | None = None,
+        failure_statuses: Iterable[str] | str | None = None,
+    ) -> DeliveryCheck:
+        """Async twin of :meth:`check_message_status`."""
+        message = await self.aget_message(conversation_id, message_id)
+        return _judged(message_id, message, success_statuses, failure_statuses)
+
+    def wait_for_message_status(
+        self,
+        conversation_id: str,
+        message_id: str,
+        *,
+        success_statuses: Iterable[str] | str | None = None,
+        failure_statuses: Iterable[str] | str | None = None,
+        timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> DeliveryCheck:
+        """
+        Poll in this process until the message is final or ``timeout`` seconds pass.
+
+        Returns the last :meth:`check_message_status`, or a ``timeout`` check naming the last
+        status; ``timeout`` None waits without limit.  Transient errors (5xx, 429, transport, a
+        2xx without the envelope) are logged and polled through; other API errors are raised.
+        """
+        success, failure = status_set(success_statuses), status_set(failure_statuses)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: str | None = None
+        while True:
+            try:
+                check = self.check_message_status(
+                    conversation_id, message_id, success_statuses=success, failure_statuses=failure
+                )
+            except TRANSIENT_ERRORS as exc:
+                self.log.warning("Reading Vantax message %s failed, polling again: %s", message_id, exc)
+            else:
+                last = check.status
+                if check.outcome is not Outcome.PENDING:
+                    return self._ended(check)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return DeliveryCheck(Outcome.TIMEOUT, timeout_text(message_id, last, timeout), last)
+            time.sleep(poll_interval if remaining is None else min(poll_interval, remaining))
+
+    async def await_message_status(
+        self,
+        conversation_id: str,
+        message_id: str,
+        *,
+        success_statuses: Iterable[str] | str | None = None,
+        failure_statuses: Iterable[str] | str | None = None,
+        end_time: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> DeliveryCheck:
+        """
+        Async twin of :meth:`wait_for_message_status`, for a trigger: it never raises an API error.
+
+        ``end_time`` is a deadline in seconds since the epoch (what a trigger stores); None waits
+        without one.  An API error that is not transient ends the wait with an ``error`` check
+        carrying its text and the last status read.
+        """
+        success, failure = status_set(success_statuses), status_set(failure_statuses)
+        last: str | None = None
+        while True:
+            try:
+                check = await self.acheck_message_status(
+                    conversation_id, message_id, success_statuses=success, failure_statuses=failure
+                )
+            except TRANSIENT_ERRORS as exc:
+                self.log.warning("Reading Vantax message %s failed, polling again: %s", message_id, exc)
+            except VantaxError as exc:
+                return DeliveryCheck(Outcome.ERROR, str(exc), last)
+            else:
+                last = check.status
+                if check.outcome is not Outcome.PENDING:
+                    return self._ended(check)
+            remaining = None if end_time is None else end_time - time.time()
+            if remaining is not None and remaining <= 0:
+                return DeliveryCheck(Outcome.TIMEOUT, timeout_text(message_id, last), last)
+            await asyncio.sleep(poll_interval if remaining is None else min(poll_interval, max(remaining, 0)))
+
+    def _ended(self, check: DeliveryCheck) -> DeliveryCheck:
+        if check.outcome is Outcome.SUCCESS:
+            self.log.info("%s", check.text)
+        return check
+
+    # -- many messages ----------------------------------------------------------------------
 
     async def asend_many(self, items: Iterable[BulkItem], **kwargs: Any) -> BulkProgress:
         """
@@ -407,6 +542,17 @@ class VantaxHook(BaseHook):
         from vantax_provider.hooks._form import connection_form_widgets
 
         return connection_form_widgets()
+
+
+def _judged(
+    message_id: str,
+    message: Message,
+    success_statuses: Iterable[str] | str | None,
+    failure_statuses: Iterable[str] | str | None,
+) -> DeliveryCheck:
+    success, failure = status_set(success_statuses), status_set(failure_statuses)
+    outcome, text = judge(message_id, message.status, success, failure)
+    return DeliveryCheck(outcome, text, message.status, message)
 
 
 def _build(settings: VantaxSettings, conversation_id: str, fields: dict[str, Any]) -> SendMessageRequest:

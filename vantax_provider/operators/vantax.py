@@ -6,29 +6,27 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, overload
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from vantax_provider._compat import (
-    AirflowException,
     AirflowFailException,
     default_deferrable,
     keep_xcom_values_literal,
 )
 from vantax_provider.contract import DEFAULT_CONN_ID, MESSAGE_FIELDS, omit_blank
+from vantax_provider.defaults import DEFAULT_DELIVERY_TIMEOUT, DEFAULT_POLL_INTERVAL, ON_UNCERTAIN
 from vantax_provider.operators import _state
 from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 from vantax_provider.status import (
-    TRANSIENT_ERRORS,
     Outcome,
     check_status_sets,
-    classify,
-    event_status,
+    event_outcome,
+    outcome_error,
     settle_until,
     status_set,
     to_seconds,
-    unknown_status_message,
 )
 from vantax_provider.templating import TemplateFiles
 
@@ -42,13 +40,10 @@ if TYPE_CHECKING:
 
 __all__ = ["VantaxBulkSendMessageOperator", "VantaxConversationLink", "VantaxSendMessageOperator"]
 
-DEFAULT_POLL_INTERVAL = 5.0
-DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
 #: A deferrable wait first looks this long in the worker: a message delivered at once never defers.
 IN_WORKER_WAIT_SECONDS = 3.0
 #: ... reading the status at most this often meanwhile.
 IN_WORKER_POLL_SECONDS = 0.5
-ON_UNCERTAIN = ("resend", "skip")
 
 
 class VantaxConversationLink(BaseOperatorLink):
@@ -66,15 +61,12 @@ class VantaxConversationLink(BaseOperatorLink):
         if not isinstance(conversation_id, str) or not conversation_id or "{{" in conversation_id:
             return ""
         try:
-            from vantax_provider.hooks.vantax import VantaxHook, path_segment
+            from vantax_provider.hooks.vantax import VantaxHook
 
-            url = VantaxHook(
-                getattr(operator, "vantax_conn_id", VantaxHook.default_conn_name)
-            ).settings.dashboard_url
+            hook = VantaxHook(getattr(operator, "vantax_conn_id", VantaxHook.default_conn_name))
+            return hook.conversation_url(conversation_id)
         except Exception:  # a link must never fail the task: no connection means no link
             return ""
-        # The hook's path-segment encoding: dots too, so ".." cannot climb the dashboard's path.
-        return url.replace("{conversation_id}", path_segment(conversation_id)) if url else ""
 
 
 class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
@@ -203,15 +195,23 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
         context["ti"].xcom_push(key="message_id", value=message_id)
 
         if self.wait_for_delivery:
+            started = time.time()
+            timeout, interval = self.delivery_timeout, self.poll_interval
             if self.deferrable:
                 # Deferring a message that is delivered at once races Airflow's scheduler (see
                 # docs/reliability.md, "Deferred waits"): look in the worker first, briefly.
-                started = time.time()
-                quick = self._wait(conversation_id, message_id, limit=IN_WORKER_WAIT_SECONDS)
-                if quick is not None:
-                    return self._output(quick)
+                timeout = IN_WORKER_WAIT_SECONDS if timeout is None else min(IN_WORKER_WAIT_SECONDS, timeout)
+                interval = min(interval, IN_WORKER_POLL_SECONDS)
+            check = self.hook.wait_for_message_status(
+                conversation_id, message_id, success_statuses=self.success_statuses,
+                failure_statuses=self.failure_statuses, timeout=timeout, poll_interval=interval,
+            )  # fmt: skip
+            if self.deferrable and check.outcome is Outcome.TIMEOUT:
                 self._defer(conversation_id, message_id, started)
-            message = self._wait(conversation_id, message_id)
+            error = outcome_error(check.outcome, check.text)
+            if error is not None:
+                raise error
+            message = check.message
         elif message is None:
             message = self.hook.get_message(conversation_id, message_id)
         assert message is not None
@@ -289,17 +289,13 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: succeed on delivery, fail with the trigger's reason otherwise."""
-        event, status, text = event_status(event)
-        if status == "success":
-            conversation_id = str(event.get("conversation_id") or self.conversation_id)
-            message = self.hook.get_message(conversation_id, str(event["message_id"]))
-            context["ti"].xcom_push(key="message_id", value=message.id)
-            return self._output(message)
-        if status in ("failure", "unknown"):
-            raise AirflowFailException(text)
-        if status in ("timeout", "error"):
-            raise AirflowException(text)
-        raise AirflowException(f"Unexpected status {status!r} in the Vantax trigger's event: {text}")
+        event, error = event_outcome(event)
+        if error is not None:
+            raise error
+        conversation_id = str(event.get("conversation_id") or self.conversation_id)
+        message = self.hook.get_message(conversation_id, str(event["message_id"]))
+        context["ti"].xcom_push(key="message_id", value=message.id)
+        return self._output(message)
 
     def _build_request(self, fields: dict[str, Any] | None = None) -> SendMessageRequest:
         from vantax_provider.exceptions import VantaxValidationError
@@ -355,51 +351,3 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
             ),
             method_name="execute_complete",
         )  # fmt: skip
-
-    @overload
-    def _wait(self, conversation_id: str, message_id: str) -> Message: ...
-
-    @overload
-    def _wait(self, conversation_id: str, message_id: str, *, limit: float) -> Message | None: ...
-
-    def _wait(self, conversation_id: str, message_id: str, *, limit: float | None = None) -> Message | None:
-        """
-        Poll in this worker until the message is final or ``delivery_timeout`` passes.
-
-        With ``limit``, poll for at most that many seconds (within ``delivery_timeout``) and return
-        None if the message is still in progress then.
-        """
-        success, failure = frozenset(self.success_statuses), frozenset(self.failure_statuses)
-        timeout = self.delivery_timeout
-        interval = self.poll_interval
-        if limit is not None:
-            timeout = limit if timeout is None else min(limit, timeout)
-            interval = min(interval, IN_WORKER_POLL_SECONDS)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last: str | None = None
-        while True:
-            try:
-                message = self.hook.get_message(conversation_id, message_id)
-            except TRANSIENT_ERRORS as exc:
-                self.log.warning("Reading Vantax message %s failed, polling again: %s", message_id, exc)
-            else:
-                last = message.status
-                outcome = classify(last, success, failure)
-                if outcome is Outcome.SUCCESS:
-                    self.log.info("Vantax message %s is %s.", message_id, last)
-                    return message
-                if outcome is Outcome.FAILURE:
-                    raise AirflowFailException(
-                        f"Vantax message {message_id} was not delivered: status {last!r}."
-                    )
-                if outcome is Outcome.UNKNOWN:
-                    raise AirflowFailException(unknown_status_message(last, message_id))
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0 and limit is not None:
-                return None
-            if remaining is not None and remaining <= 0:
-                raise AirflowException(
-                    f"Timed out after {self.delivery_timeout:g}s waiting for Vantax message {message_id} "
-                    f"to be delivered; last status {last!r}."
-                )
-            time.sleep(interval if remaining is None else min(interval, remaining))

@@ -12,6 +12,12 @@ from airflow.sdk import BaseOperator
 
 from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
 from vantax_provider.contract import DEFAULT_CONN_ID
+from vantax_provider.defaults import (
+    DEFAULT_DELIVERY_TIMEOUT,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_SEND_CONCURRENCY,
+    ON_UNCERTAIN,
+)
 from vantax_provider.operators import _bulk_report, _state
 from vantax_provider.operators._bulk_journal import MAX_WINDOW, Journal, identity
 from vantax_provider.operators._bulk_report import read_report as read_report  # re-exported
@@ -21,14 +27,9 @@ from vantax_provider.status import check_status_sets, settle_until, status_set, 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
 
-    from vantax_provider.hooks._bulk import BulkItem, BulkProgress, SendOutcome
     from vantax_provider.hooks.vantax import VantaxHook
-    from vantax_provider.models import Channel
+    from vantax_provider.models import BulkItem, BulkProgress, Channel, SendOutcome
 
-DEFAULT_MAX_CONCURRENCY = 32
-DEFAULT_POLL_INTERVAL = 5.0
-DEFAULT_DELIVERY_TIMEOUT = timedelta(hours=1)
-ON_UNCERTAIN = ("resend", "skip")
 #: XCom key of the result when the task fails by the failure policy (``return_value`` is not pushed then).
 FAILED_RESULT_XCOM_KEY = "vantax_bulk_result"
 WAIT_MESSAGES_XCOM_KEY = "vantax_bulk_wait_messages"  # deferred wait: the [conversation, message] pairs
@@ -39,36 +40,13 @@ class VantaxBulkSendMessageOperator(BaseOperator):
     """
     Send one personalised Vantax message to each of many recipients, concurrently, from one task.
 
-    ``recipients`` is a list of dicts (usually an XComArg).  The message fields are literals or
-    Jinja templates rendered **once per recipient** by this operator, with ``recipient`` (the
-    recipient's dict) and the task context (``ds``, ``params``, ``ti``...), in a sandboxed
-    environment with ``StrictUndefined``: a missing key fails that recipient, naming the field
-    and the key, and nothing is sent to it.  These fields are deliberately *not*
-    ``template_fields``: Airflow does not render them before ``execute`` (it would have no
-    ``recipient`` and would render them only once), so ``"Hello {{ recipient.name }}"`` reaches
-    the operator intact.  Only ``recipients`` and ``vantax_conn_id`` are rendered by Airflow.
-
-    Each rendered message is validated before any request; invalid recipients are reported and
-    not sent.  Sends run through the async hook with at most ``max_concurrency`` in flight and an
-    optional ``rate_limit``; a 429 ``Retry-After`` pauses the whole batch.  Every message gets a
-    deterministic ``Idempotency-Key`` derived from the task instance, the conversation and the
-    rendered body (not the list position), or the recipient's own key (``idempotency_key_field``);
-    a row that repeats an earlier row's message is reported as ``duplicate`` and sent once.  On
-    Airflow >= 3.3 a write-ahead journal in ``task_state_store`` records which messages are about
-    to be sent and which were sent, so a retry, even after the worker was killed and with a
-    changed list, sends nobody twice except the at most ``max_concurrency`` messages in flight at
-    the crash, which ``on_uncertain`` re-sends under their keys or skips.  On Airflow 3.1/3.2 a
-    retry sends again under the same keys and relies on Vantax to deduplicate.  Do not put values
-    that change between tries (``ti.try_number``, the current time) into the message, or the keys
-    change with them.
-
-    Returns (XCom ``return_value``) a result of bounded size: ``{"total", "sent", "failed",
-    "invalid", "skipped_already_sent", "duplicate", "maybe_sent", "outcomes": [...], "listed_total",
-    "truncated", "report"}``; ``outcomes`` lists the failed, invalid and maybe_sent recipients (at
-    most ``max_listed_outcomes``), each with ``index``, ``conversation_id``, ``outcome`` and
-    ``error``; never a body.  Every recipient's outcome is in the JSON Lines report at ``report``.
-    When the failure policy fails the task, the same dict is pushed under the XCom key
-    ``vantax_bulk_result``.
+    The message fields are literals or Jinja templates rendered once per recipient (with
+    ``recipient`` and the task context) and validated before any request; a retry sends nobody
+    twice.  Returns the counts, the failed, invalid and maybe_sent recipients (up to
+    ``max_listed_outcomes``) and the URI of a JSON Lines report with every recipient's outcome
+    (never a body); see
+    docs/operators/bulk-send.md for the templates, the result, the failure policy and how retries
+    and crashes are handled.
 
     :param recipients: list of dicts, one per message. (templated)
     :param conversation_id: conversation to post into; literal or per-recipient template.
@@ -124,7 +102,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         from_phone_number_id: str | None = None,
         media_url: list[str] | str | None = None,
         vantax_conn_id: str = DEFAULT_CONN_ID,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_concurrency: int = DEFAULT_SEND_CONCURRENCY,
         rate_limit: float | None = None,
         max_failure_ratio: float | None = None,
         checkpoint_interval: float = 1.0,

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from vantax_provider._compat import (
-    AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
@@ -21,11 +20,10 @@ from vantax_provider.status import (
     TRANSIENT_ERRORS,
     Outcome,
     check_status_sets,
-    classify,
-    event_status,
+    event_outcome,
+    outcome_error,
     settle_until,
     status_set,
-    unknown_status_message,
 )
 
 if TYPE_CHECKING:
@@ -90,24 +88,24 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
         from vantax_provider.exceptions import VantaxNotFoundError, VantaxValidationError
 
         try:
-            message = self.hook.get_message(*self._ids())
+            check = self.hook.check_message_status(
+                *self._ids(), success_statuses=self.success_statuses, failure_statuses=self.failure_statuses
+            )
         except (VantaxValidationError, VantaxNotFoundError) as exc:
             raise AirflowFailException(str(exc)) from exc  # the same ids fail the same way on retry
         except TRANSIENT_ERRORS as exc:
             self.log.warning("Reading Vantax message %s failed; poking again later: %s", self.message_id, exc)
             return False
-        outcome = classify(message.status, frozenset(self.success_statuses), frozenset(self.failure_statuses))
-        self.log.info("Vantax message %s: status %s.", self.message_id, message.status)
-        if outcome is Outcome.SUCCESS:
-            summary = {"id": message.id, "conversation_id": message.conversation_id, "status": message.status}
-            return PokeReturnValue(is_done=True, xcom_value=summary)
-        if outcome is Outcome.FAILURE:
-            raise AirflowFailException(
-                f"Vantax message {self.message_id} was not delivered: status {message.status!r}."
-            )
-        if outcome is Outcome.UNKNOWN:
-            raise AirflowFailException(unknown_status_message(message.status, self.message_id))
-        return False
+        self.log.info("Vantax message %s: status %s.", self.message_id, check.status)
+        if check.outcome is Outcome.PENDING:
+            return False
+        error = outcome_error(check.outcome, check.text)
+        if error is not None:
+            raise error
+        message = check.message
+        assert message is not None  # a reading always carries the message it read
+        summary = {"id": message.id, "conversation_id": message.conversation_id, "status": message.status}
+        return PokeReturnValue(is_done=True, xcom_value=summary)
 
     def _ids(self) -> tuple[str, str]:
         """The rendered ids, refused with a VantaxValidationError unless both are strings."""
@@ -159,23 +157,15 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the message's summary on delivery, a failure otherwise."""
-        event, status, text = event_status(event)
-        if status == "success":
-            self.log.info("%s", text)
-            return {
-                "id": event["message_id"],
-                "conversation_id": event.get("conversation_id"),
-                "status": event.get("delivery_status"),
-            }
-        if status in ("failure", "unknown"):
-            raise self._give_up(AirflowFailException(text))
-        if status == "timeout":
-            raise self._give_up(AirflowSensorTimeout(text))
-        if status == "error":
-            raise self._give_up(AirflowException(text))
-        raise self._give_up(
-            AirflowException(f"Unexpected status {status!r} in the Vantax trigger's event: {text}")
-        )
+        event, error = event_outcome(event, timeout_error=AirflowSensorTimeout)
+        if error is not None:
+            raise self._give_up(error)
+        self.log.info("%s", event.get("message", ""))
+        return {
+            "id": event["message_id"],
+            "conversation_id": event.get("conversation_id"),
+            "status": event.get("delivery_status"),
+        }
 
     def _give_up(self, exc: Exception) -> Exception:
         """A skip instead of ``exc`` under soft_fail or never_fail (Airflow 3.1 skips only on soft_fail)."""

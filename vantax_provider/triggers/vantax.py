@@ -12,6 +12,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from vantax_provider._compat import aget_xcom
+from vantax_provider.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_READ_CONCURRENCY
 from vantax_provider.exceptions import VantaxError
 from vantax_provider.hooks.vantax import VantaxHook
 from vantax_provider.status import (
@@ -20,11 +21,8 @@ from vantax_provider.status import (
     classify,
     status_set,
     to_epoch,
-    unknown_status_message,
 )
 
-DEFAULT_POLL_INTERVAL = 5.0
-DEFAULT_MAX_CONCURRENCY = 20
 MAX_LISTED_STATUSES = 1000  # statuses listed one by one in the many-message event
 
 
@@ -149,41 +147,12 @@ class VantaxMessageStatusTrigger(_StatusWait):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = VantaxHook(self.vantax_conn_id)
-        last: str | None = None
         try:
-            while True:
-                try:
-                    last = (await hook.aget_message(self.conversation_id, self.message_id)).status
-                except TRANSIENT_ERRORS as exc:
-                    self.log.warning(
-                        "Reading Vantax message %s failed, polling again: %s", self.message_id, exc
-                    )
-                except VantaxError as exc:
-                    yield await self._event("error", str(exc), last)
-                    return
-                if last is not None:
-                    outcome = classify(last, self._success, self._failure)
-                    if outcome is Outcome.SUCCESS:
-                        text = f"Vantax message {self.message_id} is {last}."
-                        yield await self._event("success", text, last)
-                        return
-                    if outcome is Outcome.FAILURE:
-                        text = f"Vantax message {self.message_id} was not delivered: status {last!r}."
-                        yield await self._event("failure", text, last)
-                        return
-                    if outcome is Outcome.UNKNOWN:
-                        text = unknown_status_message(last, self.message_id)
-                        yield await self._event("unknown", text, last)
-                        return
-                remaining = _remaining(self.end_time)
-                if remaining is not None and remaining <= 0:
-                    text = (
-                        f"Timed out waiting for Vantax message {self.message_id} to be delivered; "
-                        f"last status {last!r}."
-                    )
-                    yield await self._event("timeout", text, last)
-                    return
-                await self._sleep()
+            check = await hook.await_message_status(
+                self.conversation_id, self.message_id, success_statuses=self._success,
+                failure_statuses=self._failure, end_time=self.end_time, poll_interval=self.poll_interval,
+            )  # fmt: skip
+            yield await self._event(check.outcome.value, check.text, check.status)
         finally:
             await hook.aclose()
 
@@ -228,7 +197,7 @@ class VantaxMessagesStatusTrigger(_StatusWait):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         success_statuses: Iterable[str] | str | None = None,
         failure_statuses: Iterable[str] | str | None = None,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_concurrency: int = DEFAULT_READ_CONCURRENCY,
         not_before: float | None = None,
     ) -> None:
         super().__init__(
