@@ -44,9 +44,8 @@ class VantaxBulkSendMessageOperator(BaseOperator):
     ``recipient`` and the task context) and validated before any request; a retry sends nobody
     twice.  Returns the counts, the failed, invalid and maybe_sent recipients (up to
     ``max_listed_outcomes``) and the URI of a JSON Lines report with every recipient's outcome
-    (never a body); see
-    docs/operators/bulk-send.md for the templates, the result, the failure policy and how retries
-    and crashes are handled.
+    (never a body); see docs/operators/bulk-send.md for the templates, the result, the report, the
+    failure policy and how retries and crashes are handled.
 
     :param recipients: list of dicts, one per message. (templated)
     :param conversation_id: conversation to post into; literal or per-recipient template.
