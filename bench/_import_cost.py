@@ -72,7 +72,8 @@ def report() -> None:
     verdict = "PASS" if figures["ratio"] <= TARGET_RATIO else "FAIL"
     print(
         f"import cost: base classes {figures['base_ms']:.0f} ms, ours +{figures['ours_ms']:.1f} ms "
-        f"(median of {RUNS}, budget {BUDGET_MS:.0f} ms when idle); ours / base = {figures['ratio']:.3f} (target <= {TARGET_RATIO}) {verdict}"
+        f"(median of {RUNS}, budget {BUDGET_MS:.0f} ms when idle); "
+        f"ours / base = {figures['ratio']:.3f} (target <= {TARGET_RATIO}) {verdict}"
     )
     if verdict == "FAIL":
         heavy = heaviest(
