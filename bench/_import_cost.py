@@ -19,8 +19,9 @@ DAG_FACING_MODULES = (
     "vantax_provider.sensors.vantax",
     "vantax_provider.notifications.vantax",
 )
-#: The target: ours over the baseline timed in the same process (a ratio holds on a busy machine).
-TARGET_RATIO = 0.1
+#: The target: ours over the baseline timed in the same process (a ratio holds on a busy machine);
+#: 50 ms over the 2.8 s baseline measured on an idle 2-core machine (docs/parse-cost.md).
+TARGET_RATIO = 0.02
 #: The absolute budget, printed beside the ratio (it holds only on an idle machine).
 BUDGET_MS = 50.0
 RUNS = 5
