@@ -550,7 +550,8 @@ def test_message_ids_are_decoded_too(emu: Emulator, client: httpx.Client) -> Non
     assert emu.requests()[0]["message_id"] == "msg/x y" and emu.requests()[0]["conversation_id"] == "c/1"
 
 
-def test_sustains_over_1000_requests_per_second(emu: Emulator) -> None:
+def test_serves_2000_creates_over_20_keep_alive_connections(emu: Emulator) -> None:
+    # The rate itself is a bench figure (`make bench`, against a bare app in the same run).
     body = json.dumps(SMS).encode()
     request = (
         b"POST /v1/conversations/conv_1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
@@ -574,10 +575,7 @@ def test_sustains_over_1000_requests_per_second(emu: Emulator) -> None:
         await asyncio.gather(*(connection(100) for _ in range(20)))
 
     asyncio.run(load())
-    times = [e["t"] for e in emu.requests()]
-    assert len(times) == 2000 == emu.stats()["created"]
-    rate = len(times) / (max(times) - min(times))
-    assert rate > 1000, f"{rate:.0f} requests/s"
+    assert len(emu.requests()) == 2000 == emu.stats()["created"]
 
 
 # -- the process ------------------------------------------------------------------------------
