@@ -115,6 +115,14 @@ class DagRunBench:
             raise RuntimeError(f"the bulk DAG run ended {child['state']}; see {self.log}")
         return {**server_span(self.emu), **child}
 
+    def bulk_without_journal(self, concurrency: int, tag: str) -> dict[str, Any]:
+        """Diagnosis: the same DAG run with no state store, so no request waits for a journal write."""
+        self.env["BENCH_NO_JOURNAL"] = "1"
+        try:
+            return self.bulk(concurrency, tag)
+        finally:
+            del self.env["BENCH_NO_JOURNAL"]
+
     def bare(self, concurrency: int, tag: str) -> dict[str, Any]:
         """The bare loop in a fresh process; the emulator's span of its creates."""
         self.emu.reset()
@@ -130,6 +138,10 @@ def run_dag(path: str, dag_id: str) -> dict[str, Any]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     stats = _journal_stats()
+    if os.environ.get("BENCH_NO_JOURNAL"):  # diagnosis only: the same run without the write-ahead
+        from vantax_provider.operators import _state
+
+        _state.state_store = lambda context: None  # type: ignore[assignment]
     profile_to = os.environ.get("BENCH_PROFILE")
     started = time.perf_counter()
     if profile_to:
@@ -192,9 +204,12 @@ def bare(n: int, concurrency: int, prefix: str) -> dict[str, Any]:
 
 
 def measure(
-    latency_ms: float, n: int, concurrencies: tuple[int, ...], rounds: int
+    latency_ms: float, n: int, concurrencies: tuple[int, ...], rounds: int, *, diagnose: bool = True
 ) -> dict[str, list[dict[str, Any]]]:
-    """Interleaved rounds (forwards, then backwards) of the bare loop and the DAG run at each concurrency."""
+    """
+    Interleaved rounds (forwards, then backwards) of the bare loop and the DAG run at each
+    concurrency; with ``diagnose``, one more DAG run per concurrency without the journal.
+    """
     from vantax_provider.emulator.testing import running_emulator
 
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -209,6 +224,9 @@ def measure(
             for name, kind, c in steps if round_ % 2 == 0 else steps[::-1]:
                 step = bench.bare if kind == "bare" else bench.bulk
                 runs.setdefault(name, []).append(step(c, f"{name}_{round_}"))
+        if diagnose:
+            for c in concurrencies:
+                runs[f"nojournal_{c}"] = [bench.bulk_without_journal(c, f"nojournal_{c}")]
     return runs
 
 
