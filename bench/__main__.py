@@ -232,6 +232,7 @@ def _dagrun() -> None:
                 f"{1000 * sum(r['journal_write_seconds'] for r in values) / writes:.1f} ms each"  # fmt: skip
         print(f"  {name:<12} {rate[name]:7.1f} /s  {rate[name] / bound:4.2f} of C/L  "
               f"(runs: {figures}; {busy:.1f} open at the server{journal})")  # fmt: skip
+    print(f"  load average after: {os.getloadavg()[0]:.2f}")
     for c in DAGRUN_CONCURRENCY:
         ratio = rate[f"bulk_{c}"] / rate[f"bare_{c}"]
         print(f"  bulk/bare at {c}: {ratio:5.2f}  (target >= {TARGET_DAGRUN_VS_BARE})  "
