@@ -65,7 +65,8 @@ test-all: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
-# `make bench` prints the default figures; `make bench SCENARIO="celery 100000 20"` runs a scenario.
+# `make bench` prints every figure; `make bench SCENARIO=dagrun` (or rate, import-cost, emulator, or
+# "celery 100000 20") runs one scenario.
 bench: $(STAMP)
 	$(PY) -m bench $(SCENARIO)
 

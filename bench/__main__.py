@@ -9,6 +9,10 @@
    connection with ``rate_limit`` = L, against an emulator enforcing L; the curve over L.
 3. The delivery tracker: 1,000 pending messages followed by ``VantaxMessagesStatusTrigger`` in
    one fresh process: time to resolve, CPU per status read, peak memory.
+5. Throughput through a real DAG run (issue 10, section 4): the bulk operator run by ``dag.test()``
+   in its own Airflow home against a bare ``httpx.AsyncClient`` loop, 2,000 recipients at
+   concurrency 32 and 64, throughput as the emulator's span from the first to the last create.
+   ``python -m bench --dagrun`` runs only this part.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ TARGET_VS_BARE = 0.9
 TARGET_VS_SEQUENTIAL = 15.0
 RATE_LIMITS = (20.0, 50.0, 100.0)
 RATE_PER_PROCESS_SECONDS = 8  # each process sends about this many seconds' worth of its share
+DAGRUN_N = 2000
+DAGRUN_ROUNDS = 2
+DAGRUN_CONCURRENCY = (32, 64)
+TARGET_DAGRUN_VS_BARE = 0.95
 
 
 def _bulk(n: int, concurrency: int, prefix: str) -> float:
@@ -196,8 +204,44 @@ def main() -> None:
               f"{per_read:.2f} ms per read, {per_read * len(pairs):.0f} ms per round")  # fmt: skip
         print(f"  peak RSS {track['rss_before_mb']:.0f} MB before -> {track['rss_peak_mb']:.0f} MB "
               f"(+{track['rss_peak_mb'] - track['rss_before_mb']:.0f} MB)")  # fmt: skip
+    _import_cost()
+    _emulator_rate()
     _rate_curve()
+    _dagrun()
     print(f"\nbench took {time.perf_counter() - started:.0f} s")
+
+
+def _dagrun() -> None:
+    import statistics
+
+    from bench._dagrun import measure
+
+    print(f"\nthroughput through a DAG run: {DAGRUN_N} recipients, emulator +{LATENCY_MS} ms per answer, "
+          "the bulk operator by dag.test() in its own process and Airflow home (SQLite, the "
+          "real task_state_store), a bare httpx.AsyncClient loop (default pool, 100 connections) in a fresh "
+          "process; messages/s: creates over the emulator's span, first to last")  # fmt: skip
+    print(f"  load average before: {os.getloadavg()[0]:.2f}")
+    runs = measure(LATENCY_MS, DAGRUN_N, DAGRUN_CONCURRENCY, DAGRUN_ROUNDS)
+    rate = {name: statistics.median(r["rate"] for r in values) for name, values in runs.items()}
+    for name, values in runs.items():
+        bound = 1000 * int(name.rsplit("_", 1)[1]) / LATENCY_MS
+        figures = ", ".join(f"{r['rate']:.0f}" for r in values)
+        busy = statistics.median(r["server_in_flight"] for r in values)
+        journal = ""
+        if values[0].get("journal_writes"):
+            writes = sum(r["journal_writes"] for r in values)
+            journal = f"; journal {writes / len(values):.0f} writes, " \
+                f"{1000 * sum(r['journal_write_seconds'] for r in values) / writes:.1f} ms each"  # fmt: skip
+        print(f"  {name:<12} {rate[name]:7.1f} /s  {rate[name] / bound:4.2f} of C/L  "
+              f"(runs: {figures}; {busy:.1f} open at the server{journal})")  # fmt: skip
+    print(f"  load average after: {os.getloadavg()[0]:.2f}")
+    for c in DAGRUN_CONCURRENCY:
+        ratio = rate[f"bulk_{c}"] / rate[f"bare_{c}"]
+        print(f"  bulk/bare at {c}: {ratio:5.2f}  (target >= {TARGET_DAGRUN_VS_BARE})  "
+              f"{_verdict(ratio, TARGET_DAGRUN_VS_BARE)}")  # fmt: skip
+        if f"nojournal_{c}" in rate:
+            print(f"    diagnosis, the same DAG run without the journal / bare: "
+                  f"{rate[f'nojournal_{c}'] / rate[f'bare_{c}']:5.2f}")  # fmt: skip
 
 
 def _rate_curve() -> None:
@@ -220,19 +264,41 @@ def _rate_curve() -> None:
                 print(f"{figures}  {verdict}")
 
 
+def _import_cost() -> None:
+    from bench._import_cost import report
+
+    print()
+    report()
+
+
+def _emulator_rate() -> None:
+    from bench._emulator_rate import report
+
+    print()
+    report()
+
+
 def _scenario(argv: list[str]) -> None:
-    """``python -m bench`` runs the figures above; ``python -m bench celery [recipients] [chunks]`` the
-    large outreach on the Celery deployment (bench/_celery.py)."""
+    """``python -m bench`` runs every figure above; ``python -m bench <scenario>`` one of them, or
+    ``celery [recipients] [chunks]``, the large outreach on the Celery deployment (bench/_celery.py)."""
+    alone: dict[str, Callable[[], None]] = {
+        "dagrun": _dagrun,
+        "rate": _rate_curve,
+        "import-cost": _import_cost,
+        "emulator": _emulator_rate,
+    }
     if argv and argv[0] == "celery":
         from bench._celery import DEFAULT_CHUNKS, DEFAULT_RECIPIENTS
         from bench._celery import run as celery
 
         numbers = [int(a.replace("_", "").replace(",", "")) for a in argv[1:3]]
         celery(*(numbers + [DEFAULT_RECIPIENTS, DEFAULT_CHUNKS][len(numbers) :]))
+    elif argv and argv[0].removeprefix("--") in alone:
+        logging.basicConfig(level=logging.WARNING)
+        alone[argv[0].removeprefix("--")]()
     elif argv:
-        raise SystemExit(
-            f"unknown bench scenario {argv[0]!r}; known: celery (or none for the default figures)"
-        )
+        known = ", ".join(["celery", *alone])
+        raise SystemExit(f"unknown bench scenario {argv[0]!r}; known: {known} (or none for every figure)")
     else:
         main()
 
