@@ -203,6 +203,8 @@ def _bulk_case(  # type: ignore[no-untyped-def]
     replayed = emu.stats()["replayed"] - replayed_before
     uncertain_created = before_kill - len(on_record)  # created by try 1, not in its journal as sent
 
+    # Without the service's help, at most the requests in flight at the kill are sent twice.
+    assert duplicates <= CONCURRENCY, (duplicates, before_kill, len(on_record))
     # The journal recorded most of what try 1 sent, and the retry never posts any of it again.
     assert len(on_record) > 0, "the journal recorded nothing before the kill"
     assert on_record <= set(per_conversation) and not on_record & posted_after_kill
