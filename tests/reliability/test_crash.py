@@ -5,10 +5,19 @@ triggerer; SQLite): the task process is SIGKILLed
 (a) in the middle of a bulk send to 600 recipients (emulator latency makes it last seconds), and
 (b) after a single send, once its wait for delivery has begun.
 
-Airflow's own retry (retries=1, 1 s delay) then runs the task instance again.  Every recipient
-must have exactly one message, counted on the emulator per conversation.  The task records its
-PID in a file as it starts, so the test kills exactly that process.  Afterwards the deployment's
-task logs and metadata DB are scanned for the API key.
+Airflow's own retry (retries=1, 1 s delay) then runs the task instance again.  The task records
+its PID in a file as it starts, so the test kills exactly that process.  Afterwards the
+deployment's task logs and metadata DB are scanned for the API key.
+
+Twice: against an emulator that honours ``Idempotency-Key`` (every recipient then has exactly one
+message, counted on the emulator per conversation), and against one that ignores it, where only
+the provider's own record (the bulk journal and the single send's entry in ``task_state_store``)
+prevents a second message.  Without deduplication the bulk send runs once with
+``on_uncertain="resend"`` and once with ``"skip"``, and the test asserts, from the emulator's log:
+no recipient the retry reports ``skipped_already_sent`` is posted after the kill; with
+``"resend"`` the duplicates are exactly the messages created before the kill but not on record
+(at most ``max_concurrency``, the requests in flight); with ``"skip"`` there are none, and those
+same recipients are reported ``maybe_sent`` instead.
 """
 
 from __future__ import annotations
@@ -21,16 +30,21 @@ import textwrap
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.reliability._support import FAST_EXTRAS, figures
+from tests.reliability._support import FAST_EXTRAS, figures, settle
 from vantax_provider.emulator.testing import Emulator, running_emulator
+from vantax_provider.operators.vantax_bulk import read_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 KEY = "vx_test_CRASH" + secrets.token_hex(8)
 N = 600
+CONCURRENCY = 8
+#: (DAG id suffix, on_uncertain) of the bulk cases per mode.
+BULK_CASES = {True: [("", "resend")], False: [("_resend", "resend"), ("_skip", "skip")]}
 
 DAG_SOURCE = """
 import os
@@ -51,15 +65,17 @@ def record_pid(context):
 
 RETRY = {{"retries": 1, "retry_delay": timedelta(seconds=1), "pre_execute": record_pid}}
 
-with DAG(
-    "vx_crash_bulk", schedule=None, start_date=datetime(2025, 1, 1), catchup=False, default_args=RETRY
-):
-    VantaxBulkSendMessageOperator(
-        task_id="bulk", recipients=[{{"cid": f"conv_crash_{{i:04d}}"}} for i in range({n})],
-        conversation_id="{{{{ recipient.cid }}}}", channel="facebook",
-        content="Hello {{{{ recipient.cid }}}}",
-        max_concurrency=8, checkpoint_interval=0.2,
-    )
+for suffix, on_uncertain in {cases!r}:
+    with DAG(
+        f"vx_crash_bulk{{suffix}}", schedule=None, start_date=datetime(2025, 1, 1), catchup=False,
+        default_args=RETRY,
+    ):
+        VantaxBulkSendMessageOperator(
+            task_id="bulk", recipients=[{{"cid": f"conv_crash{{suffix}}_{{i:04d}}"}} for i in range({n})],
+            conversation_id="{{{{ recipient.cid }}}}", channel="facebook",
+            content="Hello {{{{ recipient.cid }}}}",
+            max_concurrency={concurrency}, checkpoint_interval=0.2, on_uncertain=on_uncertain,
+        )
 
 with DAG(
     "vx_crash_single", schedule=None, start_date=datetime(2025, 1, 1), catchup=False, default_args=RETRY
@@ -97,62 +113,129 @@ def _scan_for_key(home: Path) -> list[str]:
     return found
 
 
-def test_sigkill_mid_send_then_airflow_retry_sends_each_message_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dedup", [pytest.param(True, id="dedup"), pytest.param(False, id="no-dedup")])
+def test_sigkill_mid_send_then_airflow_retry_sends_each_message_once(tmp_path: Path, dedup: bool) -> None:
     from tests.e2e.airflow_cluster import AirflowCluster
 
     pids = tmp_path / "pids"
     pids.mkdir()
     dags = tmp_path / "dags"
     dags.mkdir()
-    (dags / "vx_crash.py").write_text(textwrap.dedent(DAG_SOURCE.format(pids=str(pids), n=N)))
-    with running_emulator(api_key=KEY, latency_ms=40) as emu:
+    source = DAG_SOURCE.format(pids=str(pids), n=N, concurrency=CONCURRENCY, cases=BULK_CASES[dedup])
+    (dags / "vx_crash.py").write_text(textwrap.dedent(source))
+    with running_emulator(api_key=KEY, latency_ms=40, deduplicate=dedup) as emu:
         conn = json.loads(emu.connection_json())
         conn["extra"] = FAST_EXTRAS
         env = {"AIRFLOW_CONN_VANTAX_DEFAULT": json.dumps(conn)}
         with AirflowCluster(tmp_path / "home", dags, env=env) as cluster:
-            bulk = _bulk_case(cluster, emu, pids)
+            f = figures("crash" if dedup else "crash/no-dedup")
+            for suffix, on_uncertain in BULK_CASES[dedup]:  # each case's figures kept as it ends
+                bulk = _bulk_case(cluster, emu, pids, suffix, on_uncertain, dedup)
+                f.cases += 1
+                f.faults_applied += 1
+                f.survived += 1
+                f.duplicates += int(bulk["duplicates"])
+                name = "bulk" if dedup else on_uncertain
+                counted = "replayed" if dedup else "duplicates"
+                keys = ("created_before_kill", "on_record", "maybe_sent", counted)
+                f.extra.update({f"{name}_{k}": bulk[k] for k in keys})
             single = _single_case(cluster, emu, pids)
+            f.cases += 1
+            f.faults_applied += 1
+            f.survived += 1
+            f.duplicates += int(single["duplicates"])
+            f.extra["single_posts"] = single["posts"]
             leaks = _scan_for_key(tmp_path / "home")
-    f = figures("crash")
-    f.cases += 2
-    f.faults_applied += 2
-    f.survived += int(bulk["ok"]) + int(single["ok"])
-    f.duplicates += bulk["duplicates"] + single["duplicates"]
     f.leaks += len(leaks)
-    f.extra.update({
-        "bulk_sent_before_kill": bulk["before_kill"], "bulk_replayed": bulk["replayed"],
-        "single_posts": single["posts"],
-    })  # fmt: skip
-    assert bulk["ok"] and single["ok"], (bulk, single)
     assert leaks == []
 
 
-def _bulk_case(cluster, emu: Emulator, pids: Path) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    cluster.wait_for_dag("vx_crash_bulk")
-    run_id = cluster.trigger("vx_crash_bulk")
-    _wait(lambda: (pids / "vx_crash_bulk.1.pid").exists(), 120, "the bulk task to start")
+def _bulk_result(cluster, dag_id: str, run_id: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The bulk result the last try pushed to XCom, read from the metadata DB."""
+    rows = cluster.query(
+        "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = 'bulk' "
+        "AND key = 'return_value'",
+        dag_id, run_id,
+    )  # fmt: skip
+    assert len(rows) == 1, rows
+    value: Any = rows[0][0]
+    while isinstance(value, (str, bytes)):
+        value = json.loads(value)
+    assert isinstance(value, dict), value
+    return value
+
+
+def _bulk_case(  # type: ignore[no-untyped-def]
+    cluster, emu: Emulator, pids: Path, suffix: str, on_uncertain: str, dedup: bool
+) -> dict[str, object]:
+    dag_id, prefix = f"vx_crash_bulk{suffix}", f"conv_crash{suffix}_"
+    everyone = {f"{prefix}{i:04d}" for i in range(N)}
+
+    def mine() -> Counter[str]:
+        return Counter(m["conversation_id"] for m in emu.messages() if m["conversation_id"] in everyone)
+
+    cluster.wait_for_dag(dag_id)
+    run_id = cluster.trigger(dag_id)
+    _wait(lambda: (pids / f"{dag_id}.1.pid").exists(), 120, "the bulk task to start")
     # Mid-batch: a third of the recipients sent, most still to go.
-    _wait(lambda: emu.stats()["created"] >= N // 3, 120, "a third of the batch")
-    _kill(pids / "vx_crash_bulk.1.pid")
-    before_kill = emu.stats()["created"]
-    state = cluster.wait_for_run("vx_crash_bulk", run_id, timeout=240)
-    [ti] = cluster.task_instances("vx_crash_bulk", run_id)
-    per_conversation = Counter(
-        m["conversation_id"] for m in emu.messages() if "single" not in m["conversation_id"]
-    )
-    stats = emu.stats()
+    _wait(lambda: sum(mine().values()) >= N // 3, 120, "a third of the batch")
+    replayed_before = emu.stats()["replayed"]
+    _kill(pids / f"{dag_id}.1.pid")
+    settle(emu)  # the requests on the wire at the kill still reach the server
+    before_kill = sum(mine().values())
+    kill_mark = len(emu.requests())
+    assert not (pids / f"{dag_id}.2.pid").exists(), "the retry started before the kill was measured"
+    state = cluster.wait_for_run(dag_id, run_id, timeout=240)
+    [ti] = cluster.task_instances(dag_id, run_id)
     assert before_kill < N, "the batch finished before the kill: nothing was tested"
     assert state == "success" and ti["try_number"] == 2, (state, ti, cluster.dump_logs())
-    assert (pids / "vx_crash_bulk.2.pid").exists()
-    assert len(per_conversation) == N and set(per_conversation.values()) == {1}
+    assert (pids / f"{dag_id}.2.pid").exists()
+
+    result = _bulk_result(cluster, dag_id, run_id)
+    by_outcome: dict[str, set[str]] = {}
+    for o in read_report(result["report"]):  # every recipient's outcome (the XCom lists only failures)
+        by_outcome.setdefault(o["outcome"], set()).add(o["conversation_id"])
+    on_record, maybe = by_outcome.get("skipped_already_sent", set()), by_outcome.get("maybe_sent", set())
+    per_conversation = mine()
+    posted_after_kill = {
+        r["conversation_id"] for r in emu.requests()[kill_mark:] if r["method"] == "POST"
+    } & everyone
+    duplicates = sum(n - 1 for n in per_conversation.values())
+    replayed = emu.stats()["replayed"] - replayed_before
+    uncertain_created = before_kill - len(on_record)  # created by try 1, not in its journal as sent
+
+    # Without the service's help, at most the requests in flight at the kill are sent twice.
+    assert duplicates <= CONCURRENCY, (duplicates, before_kill, len(on_record))
+    # The journal recorded most of what try 1 sent, and the retry never posts any of it again.
+    assert len(on_record) > 0, "the journal recorded nothing before the kill"
+    assert on_record <= set(per_conversation) and not on_record & posted_after_kill
+    assert 0 <= uncertain_created <= CONCURRENCY, (before_kill, len(on_record))
+    assert result["failed"] == 0 and result["invalid"] == 0
+    assert result["skipped_already_sent"] + result["sent"] + result["maybe_sent"] == N
+    if dedup:
+        # Every message on the wire at the kill was re-sent under its key and answered by a replay.
+        assert set(per_conversation) == everyone and set(per_conversation.values()) == {1}
+        assert replayed == uncertain_created and not maybe
+    elif on_uncertain == "resend":
+        # The in-flight messages were re-sent; each one the service had created is now there twice.
+        assert set(per_conversation) == everyone and not maybe and replayed == 0
+        assert duplicates == uncertain_created, (duplicates, before_kill, len(on_record))
+        assert {c for c, n in per_conversation.items() if n > 1} <= posted_after_kill - on_record
+    else:
+        # The in-flight messages were not re-sent: listed maybe_sent, never posted after the kill.
+        assert duplicates == 0 and replayed == 0, per_conversation.most_common(3)
+        assert 0 < len(maybe) <= CONCURRENCY and result["maybe_sent"] == len(maybe)
+        assert not maybe & posted_after_kill and not maybe & on_record
+        assert len(maybe & set(per_conversation)) == uncertain_created
+        assert set(per_conversation) | maybe == everyone
     return {
-        "ok": True, "before_kill": before_kill, "replayed": stats["replayed"],
-        "duplicates": sum(n - 1 for n in per_conversation.values()),
+        "created_before_kill": before_kill,
+        "on_record": len(on_record), "maybe_sent": len(maybe), "replayed": replayed, "duplicates": duplicates,
     }  # fmt: skip
 
 
 def _single_case(cluster, emu: Emulator, pids: Path) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    emu.configure(latency_ms=0, queued_seconds=3, sent_seconds=1)  # a wait of a few seconds
+    emu.configure(latency_ms=0, queued_seconds=8, sent_seconds=2)  # a wait long enough to kill it in
     cluster.wait_for_dag("vx_crash_single")
     run_id = cluster.trigger("vx_crash_single")
 

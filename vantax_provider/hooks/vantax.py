@@ -568,12 +568,30 @@ def _build(settings: VantaxSettings, conversation_id: str, fields: dict[str, Any
 
 
 async def _get_connection_async(hook: VantaxHook) -> Connection:
+    """The hook's connection, looked up without blocking the event loop.
+
+    Airflow's async lookup misses a connection stored in the metadata DB (``airflow connections
+    add``) when a trigger runs in-process under ``airflow dags test`` (3.3.2): its in-process
+    supervisor channel has no async request, so the lookup ends in "isn't defined".  A not-found
+    answer is therefore asked again through the synchronous lookup, in a worker thread, which
+    goes through the same secrets backends and masks the same secrets.
+    """
+    from asgiref.sync import sync_to_async
+
+    getter: Callable[..., Any] = sync_to_async(hook.get_connection)
     try:
         from airflow.providers.common.compat.connection import get_async_connection
     except ImportError:  # pragma: no cover - older common-compat provider
-        from asgiref.sync import sync_to_async
-
-        getter: Callable[..., Any] = sync_to_async(hook.get_connection)
         conn: Connection = await getter(hook.vantax_conn_id)
         return conn
-    return await get_async_connection(hook.vantax_conn_id, hook=hook)
+    try:
+        from airflow.sdk.exceptions import AirflowNotFoundException
+    except ImportError:  # Airflow < 3.2 keeps it in core
+        from airflow.exceptions import AirflowNotFoundException  # type: ignore[attr-defined]
+
+    try:
+        return await get_async_connection(hook.vantax_conn_id, hook=hook)
+    except AirflowNotFoundException:
+        hook.log.debug("The async lookup did not find %r; asking the sync lookup.", hook.vantax_conn_id)
+        conn = await getter(hook.vantax_conn_id)
+        return conn
