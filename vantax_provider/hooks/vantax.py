@@ -364,22 +364,25 @@ class VantaxHook(BaseHook):
         """
         success, failure = status_set(success_statuses), status_set(failure_statuses)
         deadline = None if timeout is None else time.monotonic() + timeout
-        last: str | None = None
+        poll = _Poll(
+            self,
+            message_id,
+            poll_interval,
+            timeout,
+            lambda: None if deadline is None else deadline - time.monotonic(),
+        )
         while True:
             try:
-                check = self.check_message_status(
-                    conversation_id, message_id, success_statuses=success, failure_statuses=failure
+                step = poll.after(
+                    self.check_message_status(
+                        conversation_id, message_id, success_statuses=success, failure_statuses=failure
+                    )
                 )
             except TRANSIENT_ERRORS as exc:
-                self.log.warning("Reading Vantax message %s failed, polling again: %s", message_id, exc)
-            else:
-                last = check.status
-                if check.outcome is not Outcome.PENDING:
-                    return self._ended(check)
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return DeliveryCheck(Outcome.TIMEOUT, timeout_text(message_id, last, timeout), last)
-            time.sleep(poll_interval if remaining is None else min(poll_interval, remaining))
+                step = poll.after(exc)
+            if isinstance(step, DeliveryCheck):
+                return step
+            time.sleep(step)
 
     async def await_message_status(
         self,
@@ -399,24 +402,27 @@ class VantaxHook(BaseHook):
         carrying its text and the last status read.
         """
         success, failure = status_set(success_statuses), status_set(failure_statuses)
-        last: str | None = None
+        poll = _Poll(
+            self,
+            message_id,
+            poll_interval,
+            None,
+            lambda: None if end_time is None else end_time - time.time(),
+        )
         while True:
             try:
-                check = await self.acheck_message_status(
-                    conversation_id, message_id, success_statuses=success, failure_statuses=failure
+                step = poll.after(
+                    await self.acheck_message_status(
+                        conversation_id, message_id, success_statuses=success, failure_statuses=failure
+                    )
                 )
             except TRANSIENT_ERRORS as exc:
-                self.log.warning("Reading Vantax message %s failed, polling again: %s", message_id, exc)
+                step = poll.after(exc)
             except VantaxError as exc:
-                return DeliveryCheck(Outcome.ERROR, str(exc), last)
-            else:
-                last = check.status
-                if check.outcome is not Outcome.PENDING:
-                    return self._ended(check)
-            remaining = None if end_time is None else end_time - time.time()
-            if remaining is not None and remaining <= 0:
-                return DeliveryCheck(Outcome.TIMEOUT, timeout_text(message_id, last), last)
-            await asyncio.sleep(poll_interval if remaining is None else min(poll_interval, max(remaining, 0)))
+                return DeliveryCheck(Outcome.ERROR, str(exc), poll.last)
+            if isinstance(step, DeliveryCheck):
+                return step
+            await asyncio.sleep(step)
 
     def _ended(self, check: DeliveryCheck) -> DeliveryCheck:
         if check.outcome is Outcome.SUCCESS:
@@ -542,6 +548,38 @@ class VantaxHook(BaseHook):
         from vantax_provider.hooks._form import connection_form_widgets
 
         return connection_form_widgets()
+
+
+class _Poll:
+    """One wait's ladder, shared by the sync and async loops: what a read means and how long to sleep."""
+
+    def __init__(
+        self,
+        hook: VantaxHook,
+        message_id: str,
+        poll_interval: float,
+        timeout: float | None,
+        remaining: Callable[[], float | None],
+    ) -> None:
+        self.hook, self.message_id, self.poll_interval = hook, message_id, poll_interval
+        self.timeout, self.remaining = timeout, remaining  # ``timeout`` only names the wait's length
+        self.last: str | None = None
+
+    def after(self, read: DeliveryCheck | VantaxError) -> DeliveryCheck | float:
+        """The final check, or the seconds to sleep before the next read (a transient error polls on)."""
+        if isinstance(read, VantaxError):
+            self.hook.log.warning(
+                "Reading Vantax message %s failed, polling again: %s", self.message_id, read
+            )
+        else:
+            self.last = read.status
+            if read.outcome is not Outcome.PENDING:
+                return self.hook._ended(read)
+        remaining = self.remaining()
+        if remaining is not None and remaining <= 0:
+            text = timeout_text(self.message_id, self.last, self.timeout)
+            return DeliveryCheck(Outcome.TIMEOUT, text, self.last)
+        return self.poll_interval if remaining is None else min(self.poll_interval, max(remaining, 0.0))
 
 
 def _judged(
