@@ -35,6 +35,7 @@ __all__ = [
     "AirflowSkipException",
     "aget_xcom",
     "airflow_home",
+    "check_render_step",
     "conf_seconds",
     "default_deferrable",
     "keep_xcom_values_literal",
@@ -69,6 +70,34 @@ def conf_seconds(section: str, key: str, fallback: float) -> float:
     if not 0 <= seconds < float("inf"):
         raise AirflowException(f"[{section}] {key} must be a non-negative number of seconds, got {value!r}.")
     return seconds
+
+
+#: The parameters of the task SDK's per-object rendering step (``Templater._do_render_template_fields``,
+#: the same in 3.1 and 3.3), which the send operator overrides to pass ``keep_xcom_values_literal``'s
+#: ids into ``seen_oids``.
+RENDER_STEP = "_do_render_template_fields"
+RENDER_STEP_PARAMETERS = ("self", "parent", "template_fields", "context", "jinja_env", "seen_oids")
+
+
+def check_render_step(base: type) -> None:
+    """
+    Raise when ``base`` no longer has Airflow's private rendering step with the parameters above.
+
+    An override of a step that was renamed or changed would silently never run, and text from an
+    XCom would be rendered as a template; this makes that a loud error at import instead.
+    """
+    import inspect
+
+    step = getattr(base, RENDER_STEP, None)
+    found = tuple(inspect.signature(step).parameters) if callable(step) else None
+    if found != RENDER_STEP_PARAMETERS:
+        from importlib.metadata import version
+
+        raise AirflowException(
+            f"This Airflow ({version('apache-airflow-core')}) renders templates differently from what "
+            f"vantax-provider supports ({base.__name__}.{RENDER_STEP} has parameters {found}, expected "
+            f"{RENDER_STEP_PARAMETERS}). Use a supported Airflow version (see docs/compatibility.md)."
+        )
 
 
 def keep_xcom_values_literal(task: Any, context: Mapping[str, Any]) -> set[int]:

@@ -87,3 +87,28 @@ def test_a_change_in_the_internals_fails_loudly(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delattr(MappedOperator, "_get_specified_expand_input")
     with pytest.raises(AirflowException, match="has no _get_specified_expand_input"):
         keep_xcom_values_literal(task, context)
+
+
+def test_the_overridden_render_step_exists_on_this_airflow_and_a_change_fails_loudly() -> None:
+    from airflow.sdk import BaseOperator
+
+    from vantax_provider._compat import RENDER_STEP, check_render_step
+
+    check_render_step(BaseOperator)  # the Airflow under test (3.3 and the 3.1 floor) has it
+    assert RENDER_STEP in vars(Send), "the send operator no longer overrides the step it checks"
+
+    class Renamed:
+        def _do_render_fields(
+            self, parent: Any, template_fields: Any, context: Any, env: Any, seen: Any
+        ) -> None:
+            pass
+
+    class Changed:
+        def _do_render_template_fields(
+            self, parent: Any, template_fields: Any, context: Any, env: Any
+        ) -> None:
+            pass
+
+    for base in (Renamed, Changed):
+        with pytest.raises(AirflowException, match="renders templates differently"):
+            check_render_step(base)

@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from vantax_provider._compat import (
     AirflowFailException,
+    check_render_step,
     default_deferrable,
     keep_xcom_values_literal,
 )
@@ -67,6 +68,9 @@ class VantaxConversationLink(BaseOperatorLink):
             return hook.conversation_url(conversation_id)
         except Exception:  # a link must never fail the task: no connection means no link
             return ""
+
+
+check_render_step(BaseOperator)  # the send operator overrides it below: fail here if it changed
 
 
 class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
