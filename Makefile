@@ -42,9 +42,11 @@ $(STAMP31): pyproject.toml $(CONSTRAINTS31)
 demo: $(STAMP)
 	$(PY) -m demo
 
-# Gates first (cheap), then the unit suite on Airflow 3.1, then the whole suite on the pinned
-# Airflow last, so that pytest's closing summary is the last line printed.
-test: lint format-check typecheck imports docs test-airflow-3.1 test-unit
+# Gates first (cheap), then the two suites side by side, one on each of two cores (each is mostly
+# one busy process). Each suite's output is printed whole when it ends (--output-sync), so the
+# last lines are a pytest summary; the build of both environments comes first, one at a time.
+test: lint format-check typecheck imports docs $(STAMP31)
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-airflow-3.1 test-unit
 
 # Every test not marked slow, on the pinned Airflow: unit tests, the docs examples, the fault matrix,
 # and the end-to-end scheduler/triggerer test (marked e2e, not slow).

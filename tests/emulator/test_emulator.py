@@ -19,6 +19,9 @@ import pytest
 
 from vantax_provider.emulator.testing import Emulator, EmulatorError, running_emulator
 
+# The emulator imports nothing from Airflow: once, in the pinned environment, is enough.
+pytestmark = pytest.mark.single_env
+
 SMS = {"channel": "sms", "content": "Hello", "from_phone_number_id": "pn_1"}
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 

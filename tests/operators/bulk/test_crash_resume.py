@@ -129,6 +129,7 @@ def _results(process: subprocess.Popen[str]) -> list[dict[str, int]]:
 
 @pytest.mark.airflow_3_3  # task_state_store
 @pytest.mark.timeout(900)  # a dag.test() start-up per try; the first test also migrates the DB
+@pytest.mark.slow  # a SIGKILL crash test, run with the others after `make test`
 def test_sigkill_mid_batch_then_retry_sends_each_recipient_once(dag_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     emu = dag_env
     script, dag_file = _files(tmp_path, DAG_ID, n=N, rate=RATE, concurrency=8, on_uncertain="resend")
