@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from demo import airflow_env
+
 REPO = Path(__file__).resolve().parents[1]
 RESULT = "DAGRUN "
 
@@ -48,20 +50,6 @@ with DAG("{dag_id}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
 """
 
 
-def _env(home: Path, connection: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VANTAX"))}
-    env.update(connection)
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
-    })  # fmt: skip
-    return env
-
-
 def server_span(emu: Any) -> dict[str, Any]:
     """The emulator's figures for the creates it logged since its last reset."""
     log = [r for r in emu.requests() if r["kind"] == "create" and r["status"] == 201]
@@ -81,7 +69,7 @@ class DagRunBench:
 
     def __init__(self, emu: Any, home: Path, n: int) -> None:
         self.emu, self.home, self.n = emu, home, n
-        self.env = _env(home, emu.airflow_env())
+        self.env = airflow_env(home, emu.airflow_env(), logging_level="INFO")
         (home / "dags").mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"], env=self.env, check=True,

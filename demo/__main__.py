@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from demo import REPO, airflow_env
+
 EXAMPLES = REPO / "example_dags"
 RESULT = "DEMO_RESULT "
 
@@ -47,20 +47,6 @@ def run_plan(plan: list[tuple[str, dict[str, Any]]]) -> None:
             traceback.print_exc()
             state = f"crashed ({type(exc).__name__})"
         print(RESULT + json.dumps({"index": index, "state": state}), flush=True)
-
-
-def _env(home: Path, connection: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VANTAX"))}
-    env.update(connection)
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
-    })  # fmt: skip
-    return env
 
 
 def _plan() -> list[tuple[str, dict[str, Any], str | None]]:
@@ -98,7 +84,7 @@ def main() -> int:
     ):
         home = Path(tmp)
         shutil.copytree(EXAMPLES, home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-        env = _env(home, emu.airflow_env())
+        env = airflow_env(home, emu.airflow_env())
         print(f"Vantax emulator at {emu.url}; Airflow home {home} (SQLite).", flush=True)
         print("Migrating the Airflow database ...", flush=True)
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,

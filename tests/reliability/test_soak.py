@@ -18,11 +18,12 @@ the rules' own seeded RNGs so each run repeats exactly.  Three modes:
   result records.
 
 Memory criterion (dedup run): the sender samples its traced Python heap (tracemalloc) every 0.1 s.
-The result the operator returns keeps one small outcome per recipient by design (ids and status, a
-few hundred bytes), so the heap may grow by that much and no more: the peak of the second half
-of the run may exceed the peak of the first half by at most 1 KB per message sent in the second
-half.  A leak of anything per request (a response, a coroutine, a task, a pool entry) costs
-several KB per message and fails this by a wide margin; RSS is reported alongside.
+The operator keeps one small outcome row per recipient until it writes the report (ids and status, a
+few hundred bytes; its XCom result stays bounded), so the heap may grow by that much and no more:
+the peak of the second half of the run may exceed the peak of the first half by at most 1 KB per
+message sent in the second half.  A leak of anything per request (a response, a coroutine, a
+task, a pool entry) costs several KB per message and fails this by a wide margin; RSS is reported
+alongside.
 """
 
 from __future__ import annotations
