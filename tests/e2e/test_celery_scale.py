@@ -8,13 +8,17 @@ One deployment for the whole module (starting it is most of the cost).  In order
    runs on both workers, every recipient gets exactly one message and every delivery is seen;
 3. the same DAG again, and one Celery worker is SIGKILLed in the middle of a chunk: with a short
    heartbeat timeout, Airflow retries the chunk on the other worker, the retry skips what the
-   checkpoint recorded, and every recipient still gets exactly one message.
+   checkpoint recorded, and every recipient still gets exactly one message;
+4. the account's rate limit across the workers: 4 mapped chunks on one connection whose
+   ``rate_limit`` extra is L, against the emulator enforcing L (429 with ``Retry-After``, no
+   deduplication): accepted >= 0.9 L, 429s <= 5 % of requests, no second message.
 
 Counts are the emulator's: what the server really received.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 import time
@@ -60,6 +64,29 @@ with DAG("{DAG_ID}", schedule=None, start_date=datetime(2025, 1, 1), catchup=Fal
     ).expand(recipients=chunks())
 """
 
+RATE_DAG_ID = "e2e_celery_rate"
+RATE_LIMIT, RATE_CHUNKS, RATE_CHUNK = 20.0, 4, 300
+RATE_CONN = "vantax_rated"
+
+RATE_DAG = f"""
+from datetime import datetime
+from airflow.sdk import DAG, task
+from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
+
+with DAG("{RATE_DAG_ID}", schedule=None, start_date=datetime(2025, 1, 1), catchup=False) as dag:
+
+    @task
+    def chunks():
+        rows = [{{"cid": f"conv_rate_{{i:05d}}"}} for i in range({RATE_CHUNKS * RATE_CHUNK})]
+        return [rows[i : i + {RATE_CHUNK}] for i in range(0, len(rows), {RATE_CHUNK})]
+
+    VantaxBulkSendMessageOperator.partial(
+        task_id="send_chunk", vantax_conn_id="{RATE_CONN}", conversation_id="{{{{ recipient.cid }}}}",
+        channel="email", subject="Your renewal", content="Hi, your plan renews next month.",
+        max_concurrency=16, retries=0,
+    ).expand(recipients=chunks())
+"""
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CeleryCluster, Any]]:
@@ -75,6 +102,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CeleryCl
         shutil.copy(REPO / "example_dags" / f"{name}.py", dags)
     shutil.copytree(REPO / "example_dags" / "data", dags / "data")
     (dags / f"{DAG_ID}.py").write_text(textwrap.dedent(OUTREACH_DAG))
+    (dags / f"{RATE_DAG_ID}.py").write_text(textwrap.dedent(RATE_DAG))
     env = {
         # A lost worker is noticed within seconds, not the default five minutes.
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
@@ -88,6 +116,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CeleryCl
     # itself (issue 9: a trigger that fires at once can race the scheduler on Airflow 3.3).
     with running_emulator(queued_seconds=3, sent_seconds=3) as emu:
         env.update(emu.airflow_env())
+        # The account's budget, set once on the connection; each of the 4 chunks starts at a quarter.
+        rated = json.loads(emu.connection_json())
+        rated["extra"] = {"rate_limit": RATE_LIMIT, "rate_limit_share": 1 / RATE_CHUNKS, "max_retries": 10,
+                          "max_retry_time": 600}  # fmt: skip
+        env[f"AIRFLOW_CONN_{RATE_CONN.upper()}"] = json.dumps(rated)
         with CeleryCluster(root / "home", dags, env=env, worker_concurrency=3) as running:
             yield running, emu
 
@@ -230,3 +263,36 @@ def _kill_a_worker_mid_chunk(
                 return victim, {m: per_chunk.get(m, 0) for m, h in running if h == victim}
         time.sleep(0.5)
     raise AssertionError(f"no chunk was seen part-sent within {timeout}s\n{deployment.dump_logs()}")
+
+
+def test_account_rate_limit_holds_across_workers(cluster: tuple[CeleryCluster, Any]) -> None:
+    deployment, emu = cluster
+    deployment.wait_for_dag(RATE_DAG_ID)
+    emu.reset()
+    emu.configure(queued_seconds=0, sent_seconds=0, latency_ms=0, rate_limit=RATE_LIMIT, deduplicate=False)
+    try:
+        run_id = deployment.trigger(RATE_DAG_ID)
+        state = deployment.wait_for_run(RATE_DAG_ID, run_id, timeout=420)
+        # Only this DAG's traffic: the examples' scheduled runs may send too, and are not measured.
+        log = [r for r in emu.requests() if str(r.get("conversation_id")).startswith("conv_rate_")]
+        messages = [m for m in emu.messages() if m["conversation_id"].startswith("conv_rate_")]
+    finally:
+        emu.configure(rate_limit=0, deduplicate=True)
+    assert state == "success", (deployment.task_instances(RATE_DAG_ID, run_id), deployment.dump_logs())
+    hosts = deployment.task_hosts(RATE_DAG_ID, run_id, "send_chunk")
+    total = RATE_CHUNKS * RATE_CHUNK
+    per_conversation = Counter(m["conversation_id"] for m in messages)
+    assert len(per_conversation) == total and max(per_conversation.values()) == 1, (
+        per_conversation.most_common(3)
+    )
+    created = sorted(r["t"] for r in log if r["kind"] == "create" and r["status"] == 201)
+    throttled = sum(1 for r in log if r["status"] == 429)
+    accepted = (len(created) - 1) / (created[-1] - created[0]) / RATE_LIMIT
+    workers = sorted({h for h, _, _ in hosts.values()})
+    print(
+        f"\naccount rate limit on Celery: {RATE_CHUNKS} chunks on {workers}, "
+        f"L = {RATE_LIMIT:.0f}/s: accepted {accepted:.3f} L, 429 {throttled}/{len(log)} "
+        f"({throttled / len(log):.3f}), {len(messages) - len(per_conversation)} duplicates"
+    )
+    assert accepted >= 0.9, accepted
+    assert throttled / len(log) <= 0.05, (throttled, len(log))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -103,3 +104,25 @@ def test_pacer_spaces_starts_by_the_slower_of_cap_and_share() -> None:
 def test_adaptive_rate_refuses_bad_settings(limit: float, share: float) -> None:
     with pytest.raises(ValueError):
         AdaptiveRate(limit, share)
+
+
+def test_a_cut_applies_to_the_very_next_start() -> None:
+    """No start is booked ahead at the old rate: 8 waiters, a cut after the 2nd start slows the 3rd."""
+    pacer = AsyncPacer()
+    pacer.set_account_limit(20)  # 50 ms apart
+    times: list[float] = []
+
+    async def one() -> None:
+        await pacer.acquire()
+        times.append(time.monotonic())
+        if len(times) == 2:
+            pacer.on_rate_limited()  # halved: 100 ms apart from now on
+
+    async def run() -> None:
+        await asyncio.gather(*(one() for _ in range(8)))
+
+    asyncio.run(run())
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] >= 0.045, gaps
+    # Every start after the cut is spaced at the new rate; booked slots would have kept 50 ms.
+    assert all(g >= 0.095 for g in gaps[1:]), gaps

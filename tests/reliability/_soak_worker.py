@@ -63,6 +63,7 @@ def main(total: int, on_uncertain: str = "resend") -> None:
         "message_ids": len({o["message_id"] for o in rows if o.get("message_id")}),
         "sent_ids": {o["conversation_id"]: o["message_id"] for o in rows if o["outcome"] == "sent"},
         "maybe": [o["conversation_id"] for o in rows if o["outcome"] == "maybe_sent"],
+        "maybe_errors": {o["conversation_id"]: o.get("error") for o in rows if o["outcome"] == "maybe_sent"},
         "outcome_json_bytes": outcome_bytes,
     }))  # fmt: skip
 

@@ -14,7 +14,7 @@ import time
 #: INCREASE_SHARE of the account's limit per second; it never drops below MIN_SHARE of it.
 DECREASE = 0.5
 COOLDOWN = 1.0
-INCREASE_SHARE = 0.05
+INCREASE_SHARE = 0.03
 MIN_SHARE = 0.01
 #: Longest gap between two good answers that still counts as time spent sending for the increase.
 MAX_STEP = 1.0
@@ -71,9 +71,9 @@ class AsyncPacer:
     A rate cap spaces starts ``1/rate`` seconds apart (a token bucket holding one token, so the
     rate holds over any window).  With the account's limit known (the connection's ``rate_limit``
     extra, set by :meth:`set_account_limit`), starts are spaced by the slower of the cap and this
-    process's :class:`AdaptiveRate`.  A pause, set when the server answers 429 with
-    ``Retry-After``, holds back every request of the hook until it ends, so a batch slows down
-    as a whole instead of storming the server with retries.
+    process's :class:`AdaptiveRate`, whose cut on a 429 slows the whole batch at once.  Without
+    it, a pause set when the server answers 429 with ``Retry-After`` holds back every request of
+    the hook until it ends, so a batch slows down as a whole instead of storming the server.
 
     :param rate_limit: most requests started per second by this hook; None for no cap.
     """
@@ -83,7 +83,9 @@ class AsyncPacer:
             raise ValueError(f"rate_limit must be positive, got {rate_limit!r}")
         self.cap_interval = 1.0 / rate_limit if rate_limit else 0.0
         self.adaptive: AdaptiveRate | None = None
-        self._next_slot = 0.0
+        self._last_slot = -float("inf")
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._lock_obj = asyncio.Lock()
         self._paused_until = 0.0
 
     def set_account_limit(self, limit: float | None, share: float = 1.0) -> None:
@@ -114,16 +116,29 @@ class AsyncPacer:
 
     async def acquire(self) -> None:
         """Wait for this request's turn."""
-        while True:
-            now = time.monotonic()
-            if now < self._paused_until:
-                await asyncio.sleep(self._paused_until - now)
-                continue
-            # Reserve the slot before sleeping, so concurrent callers queue up behind it.
-            slot = max(now, self._next_slot)
-            self._next_slot = slot + self.interval
-            if slot > now:
-                await asyncio.sleep(slot - now)
-                if time.monotonic() < self._paused_until:
-                    continue  # a pause began while this request waited for its slot
-            return
+        if not self.interval and time.monotonic() >= self._paused_until:
+            return  # no pacing: no lock, no sleep
+        # One waiter at a time, first come first served.  Nobody reserves a slot ahead: a slot is
+        # taken when it comes, at the interval then in force, so an AIMD change applies to the
+        # very next start instead of after a queue of starts booked at the old rate.
+        async with self._lock():
+            while True:
+                now = time.monotonic()
+                if now < self._paused_until:
+                    await asyncio.sleep(self._paused_until - now)
+                    continue
+                slot = self._last_slot + self.interval
+                if slot > now:
+                    await asyncio.sleep(slot - now)
+                    continue  # the interval, or a pause, may have changed meanwhile
+                # Late by less than an interval (timer slack): keep the schedule, so the rate holds.
+                # Later (idle): start afresh; idle time earns no burst.
+                self._last_slot = slot if now - slot < self.interval else now
+                return
+
+    def _lock(self) -> asyncio.Lock:
+        # An asyncio.Lock belongs to one event loop; a hook may serve several asyncio.run calls.
+        loop = asyncio.get_running_loop()
+        if self._lock_loop is not loop:
+            self._lock_loop, self._lock_obj = loop, asyncio.Lock()
+        return self._lock_obj

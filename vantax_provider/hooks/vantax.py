@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 
 #: Connections per async pool (see ``get_async_conn``).
 ASYNC_POOL_SIZE = 8
+#: Seconds an idle pooled connection is kept.  Servers commonly close idle connections after
+#: 5 s (uvicorn, Node); a client that keeps them as long races that close, and a POST written
+#: into a connection the server is closing fails unanswered: uncertain (issue 10, the soak).
+KEEPALIVE_EXPIRY = 2.0
 
 __all__ = ["VantaxHook"]
 
@@ -170,7 +174,9 @@ class VantaxHook(BaseHook):
                 "Accept": "application/json",
             },
             "limits": httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
             ),
             "follow_redirects": False,
         }
@@ -529,12 +535,15 @@ class VantaxHook(BaseHook):
             if not isinstance(outcome, VantaxError):
                 self.pacer.on_success()
                 return outcome
-            if isinstance(outcome, VantaxRateLimitError):
+            rate_limited = isinstance(outcome, VantaxRateLimitError)
+            if rate_limited:
                 self.pacer.on_rate_limited()  # the account's share adapts (AIMD), see _pacing
             wait = attempt.wait_or_raise(outcome)
-            if isinstance(outcome, VantaxRateLimitError):
-                self.pacer.pause_for(wait)  # every request of this hook waits, not just this one
+            if rate_limited and self.pacer.adaptive is None:
+                self.pacer.pause_for(wait)  # no account limit known: every request of this hook waits
             else:
+                # With the account's limit known, the cut share already slows the others down;
+                # pausing them too for a whole-second Retry-After would leave the budget unused.
                 await asyncio.sleep(wait)
 
     @classmethod
