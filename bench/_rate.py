@@ -77,13 +77,6 @@ def measure(
             raise RuntimeError(f"rate worker failed ({proc.returncode}):\n{out[-2000:]}\n{err[-3000:]}")
         results.append(json.loads(line.removeprefix("RATE ")))
     shutil.rmtree(gate, ignore_errors=True)
-    log = emu.requests()
-    messages = emu.messages()
-    created = [r for r in log if r["kind"] == "create" and r["status"] == 201]
-    times = sorted(r["t"] for r in created)
-    span = times[-1] - times[0] if len(times) > 1 else float("nan")
-    throttled = sum(1 for r in log if r["status"] == 429)
-    conversations = {m["conversation_id"] for m in messages}
     return {
         "limit": limit,
         "processes": processes,
@@ -91,6 +84,21 @@ def measure(
         "recipients": processes * per_process,
         "sent": sum(r["sent"] for r in results),
         "failed": sum(r["failed"] for r in results),
+        **account_figures(emu.requests(), emu.messages(), limit),
+        "late": max(r["late"] for r in results),
+        "elapsed": [round(r["elapsed"], 1) for r in results],
+    }
+
+
+def account_figures(
+    log: list[dict[str, Any]], messages: list[dict[str, Any]], limit: float
+) -> dict[str, Any]:
+    """The emulator's view of a rate-limited run: accepted creates over their span, 429s, duplicates."""
+    times = sorted(r["t"] for r in log if r["kind"] == "create" and r["status"] == 201)
+    span = times[-1] - times[0] if len(times) > 1 else float("nan")
+    throttled = sum(1 for r in log if r["status"] == 429)
+    conversations = {m["conversation_id"] for m in messages}
+    return {
         "created": len(messages),
         "duplicates": len(messages) - len(conversations),
         "requests": len(log),
@@ -99,8 +107,6 @@ def measure(
         "accepted_rate": (len(times) - 1) / span if span > 0 else float("nan"),
         "accepted_ratio": ((len(times) - 1) / span) / limit if span > 0 else float("nan"),
         "span": span,
-        "late": max(r["late"] for r in results),
-        "elapsed": [round(r["elapsed"], 1) for r in results],
     }
 
 

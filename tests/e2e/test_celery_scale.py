@@ -30,6 +30,8 @@ from typing import Any
 import pytest
 from celery_cluster import CeleryCluster, missing_servers
 
+from bench._rate import account_figures
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -285,14 +287,13 @@ def test_account_rate_limit_holds_across_workers(cluster: tuple[CeleryCluster, A
     assert len(per_conversation) == total and max(per_conversation.values()) == 1, (
         per_conversation.most_common(3)
     )
-    created = sorted(r["t"] for r in log if r["kind"] == "create" and r["status"] == 201)
-    throttled = sum(1 for r in log if r["status"] == 429)
-    accepted = (len(created) - 1) / (created[-1] - created[0]) / RATE_LIMIT
+    figures = account_figures(log, messages, RATE_LIMIT)
+    accepted, throttled = figures["accepted_ratio"], figures["throttled"]
     workers = sorted({h for h, _, _ in hosts.values()})
     print(
         f"\naccount rate limit on Celery: {RATE_CHUNKS} chunks on {workers}, "
         f"L = {RATE_LIMIT:.0f}/s: accepted {accepted:.3f} L, 429 {throttled}/{len(log)} "
-        f"({throttled / len(log):.3f}), {len(messages) - len(per_conversation)} duplicates"
+        f"({figures['throttled_ratio']:.3f}), {figures['duplicates']} duplicates"
     )
     assert accepted >= 0.9, accepted
-    assert throttled / len(log) <= 0.05, (throttled, len(log))
+    assert figures["throttled_ratio"] <= 0.05, (throttled, len(log))

@@ -103,15 +103,11 @@ def test_soak_exactly_once_with_flat_memory(tmp_path: Path, dedup: bool, on_unce
 
     # A request whose connection failed unanswered (a reset, a close racing the POST) may or may
     # not have created its message.  Resend repeats it; skip reports it maybe_sent, as promised.
-    unanswered = {
-        cid for cid, err in report["maybe_errors"].items() if err.startswith("VantaxTransportError")
-    }
+    unanswered = {cid for cid, err in report["maybe"].items() if err.startswith("VantaxTransportError")}
     # In every mode: everyone has a message (but for unanswered requests not repeated), the result
     # accounts for everyone, the faults were injected.
     missing = everyone - set(per_conversation)
-    assert missing <= unanswered, [
-        (cid, report["maybe_errors"].get(cid, "not maybe_sent")) for cid in missing
-    ]
+    assert missing <= unanswered, [(cid, report["maybe"].get(cid, "not maybe_sent")) for cid in missing]
     assert report["failed"] == 0 and report["invalid"] == 0
     assert report["sent"] + report["maybe_sent"] == n and len(recorded) == report["sent"]
     assert 0.04 < fault_hits / stats["by_path_kind"]["create"] < 0.06
