@@ -366,6 +366,20 @@ def test_delivery_progression_and_outcomes(emu: Emulator, client: httpx.Client) 
     assert [m["status"] for m in emu.messages()] == finals
 
 
+def test_delays_from_the_first_read(emu: Emulator, client: httpx.Client) -> None:
+    emu.configure(queued_seconds=0.3, sent_seconds=0.3, delays_from="first_read")
+    data = send(client).json()["data"]
+    time.sleep(0.7)  # longer than both delays: counted from creation, it would be delivered
+    assert [m["status"] for m in emu.messages()] == ["queued"]  # the control API is not a read
+    assert status_of(client, "conv_1", data["id"]) == "queued"
+    time.sleep(0.35)
+    assert status_of(client, "conv_1", data["id"]) == "sent"
+    time.sleep(0.35)
+    assert status_of(client, "conv_1", data["id"]) == "delivered"
+    with pytest.raises(EmulatorError, match="delays_from: must be one of create, first_read"):
+        emu.configure(delays_from="never")
+
+
 def test_zero_delays_still_answer_an_initial_status(emu: Emulator, client: httpx.Client) -> None:
     emu.configure(queued_seconds=0, sent_seconds=0)
     data = send(client).json()["data"]

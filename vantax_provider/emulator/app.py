@@ -244,7 +244,9 @@ class EmulatorApp:
         message = self.store.messages.get(str(req.message_id))
         if message is None or message.conversation_id != req.conversation_id:
             return error_reply(404, "Message not found")
-        return json_reply(200, {"success": True, "message": "OK", "data": message.data(time.monotonic())})
+        now = time.monotonic()
+        message.mark_read(now)
+        return json_reply(200, {"success": True, "message": "OK", "data": message.data(now)})
 
     def _create(self, req: _Request, too_large: bool) -> Reply:
         # Synchronous from here on: no await between the idempotency check and the insert.

@@ -16,6 +16,8 @@ from vantax_provider.emulator.faults import FaultRule, parse_rule
 LOG_LIMIT = 100_000
 #: Messages kept by default (about 2.4 KB each); older ones are evicted first, their keys with them.
 DEFAULT_MAX_MESSAGES = 100_000
+#: What a message's queued and sent delays count from.
+DELAYS_FROM = ("create", "first_read")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class Settings:
     :param latency_ms: delay added to every API request (control requests are never delayed).
     :param queued_seconds: how long a new message stays ``queued``.
     :param sent_seconds: how long it then stays ``sent`` before its final outcome.
+    :param delays_from: ``create`` (the delays count from creation) or ``first_read`` (from the first
+        GET of the message, so its poller sees ``queued`` first however late it starts).
     :param outcomes: conversation id -> final status (``delivered``, ``failed``, ``stuck`` or any string).
     :param closed_windows: conversation ids whose WhatsApp/Messenger/Instagram sends get 422.
     :param deduplicate: honour ``Idempotency-Key`` (replay the first answer). False acts as a service
@@ -37,6 +41,7 @@ class Settings:
     latency_ms: float = 0.0
     queued_seconds: float = 0.05
     sent_seconds: float = 0.1
+    delays_from: str = "create"
     outcomes: dict[str, str] = field(default_factory=dict)
     closed_windows: frozenset[str] = frozenset()
     deduplicate: bool = True
@@ -48,6 +53,7 @@ class Settings:
             "latency_ms": self.latency_ms,
             "queued_seconds": self.queued_seconds,
             "sent_seconds": self.sent_seconds,
+            "delays_from": self.delays_from,
             "outcomes": dict(self.outcomes),
             "closed_windows": sorted(self.closed_windows),
             "deduplicate": self.deduplicate,
@@ -68,6 +74,11 @@ class Settings:
                     errors.append(f"{key}: must be a non-negative number")
                 else:
                     changes[key] = float(value)
+        if "delays_from" in data:
+            if data["delays_from"] not in DELAYS_FROM:
+                errors.append(f"delays_from: must be one of {', '.join(DELAYS_FROM)}")
+            else:
+                changes["delays_from"] = data["delays_from"]
         if "outcomes" in data:
             outcomes = data["outcomes"]
             if not isinstance(outcomes, dict) or not all(isinstance(v, str) for v in outcomes.values()):
@@ -104,11 +115,20 @@ class Message:
     # Snapshotted at creation, so later config changes don't rewrite history.
     queued_seconds: float
     sent_seconds: float
+    delays_from: str
     outcome: str
     ignored_fields: list[str]
+    first_read: float | None = None
+
+    def mark_read(self, now: float) -> None:
+        if self.first_read is None:
+            self.first_read = now
 
     def status(self, now: float) -> str:
-        age = now - self.created_monotonic
+        if self.delays_from == "first_read":
+            age = 0.0 if self.first_read is None else now - self.first_read
+        else:
+            age = now - self.created_monotonic
         if age < self.queued_seconds:
             return "queued"
         if age < self.queued_seconds + self.sent_seconds or self.outcome == "stuck":
@@ -222,6 +242,7 @@ class Store:
             created_monotonic=now,
             queued_seconds=settings.queued_seconds,
             sent_seconds=settings.sent_seconds,
+            delays_from=settings.delays_from,
             outcome=rules.final_outcome(conversation_id, settings.outcomes),
             ignored_fields=rules.ignored_fields(clean),
         )
