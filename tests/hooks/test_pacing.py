@@ -67,13 +67,21 @@ def test_adaptive_rate_starts_at_its_share_and_cuts_once_per_cooldown() -> None:
     assert rate.rate == 25 * _pacing.DECREASE**2 and rate.cuts == 2
 
 
-def test_adaptive_rate_rises_slowly_while_good_up_to_the_limit_never_below_its_floor() -> None:
+def test_adaptive_rate_rises_slowly_then_faster_while_quiet_up_to_the_limit_never_below_its_floor() -> None:
     rate = AdaptiveRate(100, share=0.5)
     rate.on_success(now=0.0)
-    for step in range(1, 11):  # ten seconds of good answers, one a second
+    rises = []
+    for step in range(1, 7):  # good answers, one a second
+        before = rate.rate
         rate.on_success(now=float(step))
-    assert rate.rate == pytest.approx(50 + 10 * _pacing.INCREASE_SHARE * 100)
-    for step in range(11, 200):
+        rises.append(rate.rate - before)
+    # 2.5 % of the limit a second for 2 quiet seconds, then half as much again every second more.
+    assert rises == pytest.approx([2.5, 2.5, 3.75, 5.0, 6.25, 7.5])
+    rate.on_rate_limited(now=7.0)  # a 429 ends the quiet time: slow again
+    before = rate.rate
+    rate.on_success(now=8.0)
+    assert rate.rate - before == pytest.approx(2.5)
+    for step in range(9, 200):
         rate.on_success(now=float(step))
     assert rate.rate == 100  # never above the account's limit
     for step in range(200, 400):

@@ -14,8 +14,13 @@ import time
 #: INCREASE_SHARE of the account's limit per second; it never drops below MIN_SHARE of it.
 DECREASE = 0.5
 COOLDOWN = 1.0
-INCREASE_SHARE = 0.03
+INCREASE_SHARE = 0.025
 MIN_SHARE = 0.01
+#: After QUIET_AFTER seconds without a 429 the increase grows by one INCREASE_SHARE more every
+#: QUIET_RAMP seconds: a sender left alone (the others finished or started late) finds the unused
+#: budget within seconds, where a constant increase took half a minute at the end of a batch.
+QUIET_AFTER = 2.0
+QUIET_RAMP = 2.0
 #: Longest gap between two good answers that still counts as time spent sending for the increase.
 MAX_STEP = 1.0
 
@@ -43,6 +48,7 @@ class AdaptiveRate:
         self.cuts = 0
         self._last_cut = -float("inf")
         self._last_good: float | None = None
+        self._first_good: float | None = None
 
     @property
     def interval(self) -> float:
@@ -50,9 +56,13 @@ class AdaptiveRate:
 
     def on_success(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        if self._first_good is None:
+            self._first_good = now
         if now - self._last_cut >= COOLDOWN and self._last_good is not None:
             step = min(MAX_STEP, now - self._last_good)
-            self.rate = min(self.limit, self.rate + INCREASE_SHARE * self.limit * step)
+            quiet = now - max(self._last_cut, self._first_good)
+            boost = 1.0 + max(0.0, quiet - QUIET_AFTER) / QUIET_RAMP
+            self.rate = min(self.limit, self.rate + INCREASE_SHARE * self.limit * step * boost)
         self._last_good = now
 
     def on_rate_limited(self, now: float | None = None) -> None:
