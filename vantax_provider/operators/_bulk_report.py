@@ -91,32 +91,60 @@ def _local(path: Any) -> bool:
     return str(getattr(path, "protocol", "") or "file") in ("file", "local")
 
 
-def prepare(uri: str, conn_id: str | None) -> None:
-    """Create the report (empty) before anything is sent, so that an unwritable folder fails early."""
-    path = _path(uri, conn_id)
-    if _local(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        handle.write("")
+#: Report lines gathered before each write: the rows do not pile up in memory, and a remote store
+#: gets a few large writes instead of one per recipient.
+FLUSH_LINES = 4096
+
+
+class ReportWriter:
+    """
+    The report, written as the rows come: opened (created empty) before anything is sent, so an
+    unwritable folder fails early; lines are written FLUSH_LINES at a time, and by :meth:`close`.
+
+    :param uri: the report's URI.
+    :param conn_id: the object store's Airflow connection (None for local files).
+    """
+
+    def __init__(self, uri: str, conn_id: str | None) -> None:
+        self.uri = uri
+        path = _path(uri, conn_id)
+        if _local(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = path.open("w")
+        self._buffer: list[str] = []
+        self.lines = 0
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self._buffer.append(json.dumps(row, separators=(",", ":"), ensure_ascii=False))
+        self.lines += 1
+        if len(self._buffer) >= FLUSH_LINES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            block = "\n".join(self._buffer) + "\n"
+            self._buffer.clear()
+            self._handle.write(block)
+            self._handle.flush()  # a local report can be followed while the batch runs
+
+    def close(self) -> None:
+        """Write what is left and close the file (an object store uploads it now)."""
+        try:
+            self._flush()
+        finally:
+            self._buffer.clear()
+            self._handle.close()
 
 
 def write_lines(uri: str, conn_id: str | None, rows: Iterable[Mapping[str, Any]]) -> int:
     """Write ``rows`` as JSON Lines to ``uri`` (replacing it); returns the number of lines."""
-    path = _path(uri, conn_id)
-    if _local(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    lines = 0
-    buffer: list[str] = []
-    with path.open("w") as handle:
+    writer = ReportWriter(uri, conn_id)
+    try:
         for row in rows:
-            buffer.append(json.dumps(row, separators=(",", ":"), ensure_ascii=False))
-            lines += 1
-            if len(buffer) >= 4096:
-                handle.write("\n".join(buffer) + "\n")
-                buffer.clear()
-        if buffer:
-            handle.write("\n".join(buffer) + "\n")
-    return lines
+            writer.write(row)
+    finally:
+        writer.close()
+    return writer.lines
 
 
 def read_report(uri: str, conn_id: str | None = None) -> Iterator[dict[str, Any]]:
@@ -133,34 +161,46 @@ def read_report(uri: str, conn_id: str | None = None) -> Iterator[dict[str, Any]
                 yield json.loads(line)
 
 
-def listed(rows: Iterable[Mapping[str, Any]], limit: int) -> tuple[list[dict[str, Any]], int]:
-    """The first ``limit`` rows that need attention (XCom-sized) and how many there are in all."""
-    out: list[dict[str, Any]] = []
-    count = 0
-    for row in rows:
-        if row.get("outcome") in LISTED_OUTCOMES:
-            count += 1
-            if len(out) < limit:
-                entry = dict(row)
-                if isinstance(entry.get("error"), str):
-                    entry["error"] = entry["error"][:LISTED_ERROR_CHARS]
-                out.append(entry)
-    return out, count
+class Listing:
+    """
+    The first ``limit`` rows that need attention (XCom-sized, errors cut), fed in list order, and
+    how many there are in all.
+
+    :param limit: most rows kept.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.rows: list[dict[str, Any]] = []
+        self.total = 0
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        if row.get("outcome") not in LISTED_OUTCOMES:
+            return
+        self.total += 1
+        if len(self.rows) < self.limit:
+            entry = dict(row)
+            if isinstance(entry.get("error"), str):
+                entry["error"] = entry["error"][:LISTED_ERROR_CHARS]
+            self.rows.append(entry)
 
 
 def summary(
     total: int,
     counts: Mapping[str, int],
-    rows: Sequence[Mapping[str, Any]],
+    listing: Listing,
     *,
-    limit: int,
     report: str | None,
     report_error: str | None = None,
 ) -> dict[str, Any]:
     """The XCom result: exact counts, the listed recipients (capped), the report's URI."""
-    outcomes, count = listed(rows, limit)
     result: dict[str, Any] = {"total": total, **{k: int(counts.get(k, 0)) for k in OUTCOMES}}
-    result.update(outcomes=outcomes, listed_total=count, truncated=count > len(outcomes), report=report)
+    result.update(
+        outcomes=listing.rows,
+        listed_total=listing.total,
+        truncated=listing.total > len(listing.rows),
+        report=report,
+    )
     if report_error is not None:
         result["report_error"] = report_error
     return result

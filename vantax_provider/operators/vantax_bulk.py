@@ -20,6 +20,7 @@ from vantax_provider.defaults import (
 )
 from vantax_provider.operators import _bulk_report, _state
 from vantax_provider.operators._bulk_journal import MAX_WINDOW, Journal, identity
+from vantax_provider.operators._bulk_outcomes import EXAMPLE_ERRORS, Batch
 from vantax_provider.operators._bulk_report import read_report as read_report  # re-exported
 from vantax_provider.operators._bulk_support import Renderer, RenderError, recipient_problem
 from vantax_provider.status import check_status_sets, settle_until, status_set, to_seconds
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
 
     from vantax_provider.hooks.vantax import VantaxHook
-    from vantax_provider.models import BulkItem, BulkProgress, Channel, SendOutcome
+    from vantax_provider.models import BulkItem, Channel
 
 #: XCom key of the result when the task fails by the failure policy (``return_value`` is not pushed then).
 FAILED_RESULT_XCOM_KEY = "vantax_bulk_result"
@@ -198,8 +199,12 @@ class VantaxBulkSendMessageOperator(BaseOperator):
                 len(journal.prior_done), len(journal.prior_maybe | journal.prior_uncertain),
                 self.on_uncertain,
             )  # fmt: skip
-        report = self._prepare_report(context)  # an unwritable folder fails here, before sending
-        batch = _Batch(len(recipients), journal, self)
+        report = self._open_report(context)  # an unwritable folder fails here, before sending
+        batch = Batch(
+            len(recipients), journal, self.log, progress_interval=self.progress_interval,
+            skip_uncertain=self.on_uncertain == "skip", report=report,
+            listed_limit=self.max_listed_outcomes, keep_pairs=self.wait_for_delivery,
+        )  # fmt: skip
         items = self._items(recipients, renderer, hook, context, batch)
 
         async def run() -> None:
@@ -216,50 +221,48 @@ class VantaxBulkSendMessageOperator(BaseOperator):
                 finally:
                     await hook.aclose()
 
-        asyncio.run(run())
-        rows = batch.rows()
-        result = self._result(batch, rows, report)
+        try:
+            asyncio.run(run())
+        finally:
+            batch.finish()  # the rows so far reach the report, also when sending stopped on an error
+        result = self._result(batch, report)
         self._log_summary(result)
-        self._apply_policy(context, result, result["failed"] + result["invalid"], rows)
+        self._apply_policy(context, result, result["failed"] + result["invalid"], batch.examples)
         if self.wait_for_delivery:
-            return self._wait(context, result, rows)
+            return self._wait(context, result, batch.pairs or [])
         return result
 
     # -- the report and the result --------------------------------------------------------------
 
-    def _prepare_report(self, context: Context) -> str | None:
-        """The report's URI for this try, created empty now; None when reports are off."""
+    def _open_report(self, context: Context) -> _bulk_report.ReportWriter | None:
+        """This try's report, created empty now; None when reports are off."""
         base = _bulk_report.base_uri(self.report_path)
         if base is None:
             return None
         uri = _bulk_report.report_uri(base, context["ti"])
         try:
-            _bulk_report.prepare(uri, self.report_conn_id)
+            return _bulk_report.ReportWriter(uri, self.report_conn_id)
         except Exception as exc:  # nothing was sent: fail now, naming the setting
             raise AirflowException(
                 f"report_path: cannot write the bulk report {uri} ({type(exc).__name__}: {str(exc)[:300]}); "
                 "nothing was sent. Fix the folder or its report_conn_id, or set report_path=None."
             ) from None
-        return uri
 
-    def _result(self, batch: _Batch, rows: list[dict[str, Any]], report: str | None) -> dict[str, Any]:
-        """Write every row to the report, and return the bounded XCom result pointing to it."""
-        error = None
-        if report is not None:
-            try:
-                lines = _bulk_report.write_lines(report, self.report_conn_id, rows)
-            except Exception as exc:  # the sends happened: keep their result, do not invite a re-send
-                error = f"{type(exc).__name__}: {str(exc)[:300]}"
-                self.log.error(
-                    "Could not write the Vantax bulk report %s (%s). The messages were sent; the XCom "
-                    "result keeps the counts and the first %d recipients that need attention.",
-                    report, error, self.max_listed_outcomes,
-                )  # fmt: skip
-                report = None
-            else:
-                self.log.info("Vantax bulk report (%d recipients): %s", lines, report)
+    def _result(self, batch: Batch, writer: _bulk_report.ReportWriter | None) -> dict[str, Any]:
+        """The bounded XCom result, pointing to the report (None when it could not be written)."""
+        error = batch.report_error
+        if writer is not None and error is not None:
+            # The sends happened: keep their result, do not invite a re-send.
+            self.log.error(
+                "Could not write the Vantax bulk report %s (%s). The messages were sent; the XCom "
+                "result keeps the counts and the first %d recipients that need attention.",
+                writer.uri, error, self.max_listed_outcomes,
+            )  # fmt: skip
+        elif writer is not None:
+            self.log.info("Vantax bulk report (%d recipients): %s", writer.lines, writer.uri)
+        report = None if writer is None or error is not None else writer.uri
         return _bulk_report.summary(
-            batch.total, batch.counts, rows, limit=self.max_listed_outcomes, report=report, report_error=error
+            batch.total, batch.counts, batch.listing, report=report, report_error=error
         )
 
     def _items(
@@ -268,7 +271,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         renderer: Renderer,
         hook: VantaxHook,
         context: Context,
-        batch: _Batch,
+        batch: Batch,
     ) -> Iterator[BulkItem]:
         """Check, render, validate and key each recipient lazily, as the senders ask for the next one."""
         from vantax_provider.exceptions import VantaxValidationError
@@ -343,7 +346,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         context: Context,
         result: dict[str, Any],
         failures: int,
-        rows: list[dict[str, Any]] | None = None,
+        examples: list[str] | None = None,
     ) -> None:
         total = result["total"]
         if failures == 0 or total == 0:
@@ -357,7 +360,9 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             return
         context["ti"].xcom_push(key=FAILED_RESULT_XCOM_KEY, value=result)
         # The first errors in full (the XCom lists them cut to a few hundred characters).
-        examples = [f"#{o['index']}: {o['error']}" for o in rows or result["outcomes"] if o.get("error")][:5]
+        if examples is None:
+            examples = [f"#{o['index']}: {o['error']}" for o in result["outcomes"] if o.get("error")]
+        examples = examples[:EXAMPLE_ERRORS]
         allowed = "none allowed" if limit is None else f"max_failure_ratio={limit:g}"
         raise AirflowException(
             f"{failures} of {total} Vantax recipients failed ({100 * ratio:.1f}%, {allowed}); the "
@@ -381,8 +386,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             max_concurrency=self.max_concurrency,
         )  # fmt: skip
 
-    def _wait(self, context: Context, result: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-        pairs = [[o["conversation_id"], o["message_id"]] for o in rows if o.get("message_id")]
+    def _wait(self, context: Context, result: dict[str, Any], pairs: list[list[str]]) -> dict[str, Any]:
         if not pairs:
             return result
         if self.deferrable:
@@ -458,74 +462,6 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             return None
         self.log.info("Vantax delivery report (%d messages): %s", lines, uri)
         return uri
-
-
-class _Batch:
-    """Outcomes of one run, by position, and the counters behind the progress log and the result."""
-
-    def __init__(self, total: int, journal: Journal, op: VantaxBulkSendMessageOperator) -> None:
-        self.total, self.journal, self.log = total, journal, op.log
-        self.progress_interval = op.progress_interval
-        self.skip_uncertain = op.on_uncertain == "skip"
-        self.outcomes: list[dict[str, Any] | None] = [None] * total
-        self.identities: dict[int, int] = {}  # position -> journal identity, while being sent
-        self.counts = dict.fromkeys(
-            ("sent", "failed", "invalid", "skipped_already_sent", "duplicate", "maybe_sent"), 0
-        )
-        self._last_log = time.monotonic()
-
-    async def admit(self, item: BulkItem) -> None:
-        await self.journal.admit(self.identities[item[0]])
-
-    def record(self, outcome: SendOutcome) -> None:
-        entry: dict[str, Any] = {"index": outcome.index, "conversation_id": outcome.conversation_id}
-        ident = self.identities.pop(outcome.index)
-        if outcome.ok:
-            entry.update(outcome="sent", message_id=outcome.message_id, status=outcome.status)
-            self.counts["sent"] += 1
-        elif outcome.maybe_sent and self.skip_uncertain:
-            entry.update(outcome="maybe_sent", error=outcome.error)
-            self.counts["maybe_sent"] += 1
-        else:
-            entry.update(outcome="failed", error=outcome.error)
-            if outcome.maybe_sent:
-                entry["maybe_sent"] = True
-            self.counts["failed"] += 1
-        self.journal.finished(ident, sent=outcome.ok, maybe=outcome.maybe_sent)
-        self.outcomes[outcome.index] = entry
-
-    def _set(self, index: int, conversation_id: Any, outcome: str, **extra: Any) -> None:
-        cid = conversation_id if isinstance(conversation_id, str) else None
-        self.outcomes[index] = {"index": index, "conversation_id": cid, "outcome": outcome, **extra}
-        self.counts[outcome] += 1
-
-    def invalid(self, index: int, conversation_id: Any, reason: str) -> None:
-        self._set(index, conversation_id, "invalid", error=reason)
-
-    def skipped(self, index: int, conversation_id: str | None) -> None:
-        self._set(index, conversation_id, "skipped_already_sent")
-
-    def duplicate(self, index: int, conversation_id: str, first: int) -> None:
-        self._set(index, conversation_id, "duplicate", duplicate_of=first)
-
-    def maybe_sent(self, index: int, conversation_id: str, reason: str) -> None:
-        self._set(index, conversation_id, "maybe_sent", error=reason)
-
-    async def tick(self, progress: BulkProgress) -> None:
-        now = time.monotonic()
-        if progress.finished or now - self._last_log >= self.progress_interval:
-            self._last_log = now
-            c = self.counts
-            self.log.info(
-                "Vantax bulk send: %d sent, %d failed, %d invalid, %d skipped, %d remaining of %d (%.1f/s).",
-                c["sent"], c["failed"], c["invalid"],
-                c["skipped_already_sent"] + c["duplicate"] + c["maybe_sent"],
-                self.total - sum(c.values()), self.total, progress.rate,
-            )  # fmt: skip
-
-    def rows(self) -> list[dict[str, Any]]:
-        """Every recipient's outcome, in list order (the report's lines)."""
-        return [o for o in self.outcomes if o is not None]
 
 
 def _own_key(recipient: Mapping[str, Any], field: str) -> tuple[str, str | None]:

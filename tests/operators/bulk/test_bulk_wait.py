@@ -93,13 +93,10 @@ def test_deferred_wait_resumes_with_the_triggers_statuses(emu, context, monkeypa
 def _deferred_size(pending: int) -> tuple[dict[str, Any], int, int]:
     """The trigger's kwargs (times aside), their bytes and the next kwargs' bytes, for ``pending``."""
     ti = FakeTI(dag_id="bulk_dag", task_id="bulk", run_id="scheduled__2025-01-01T00:00:00+00:00")
-    rows = [
-        {"index": i, "conversation_id": f"conv_{i:06d}", "message_id": f"msg_{i:024d}", "outcome": "sent"}
-        for i in range(pending)
-    ]  # fmt: skip
+    pairs = [[f"conv_{i:06d}", f"msg_{i:024d}"] for i in range(pending)]
     result = {"total": pending, "sent": pending, "failed": 0, "invalid": 0, "outcomes": [], "report": None}
     with pytest.raises(TaskDeferred) as deferred:
-        _op(deferrable=True)._wait({"ti": ti}, result, rows)  # type: ignore[arg-type]
+        _op(deferrable=True)._wait({"ti": ti}, result, pairs)  # type: ignore[arg-type]
     assert len(ti.xcoms[WAIT_MESSAGES_XCOM_KEY]) == pending  # the ids are all there, in XCom
     _, trigger_kwargs = deferred.value.trigger.serialize()
     trigger_bytes = len(json.dumps(trigger_kwargs))

@@ -104,7 +104,10 @@ def test_the_result_has_the_same_size_for_10_and_100000_rows() -> None:
     for n, failed in ((10, 0), (100_000, 0), (10, 10), (100_000, 2_000), (100_000, 50_000)):
         rows = _rows(n, failed)
         counts = Counter(r["outcome"] for r in rows)
-        result = _bulk_report.summary(n, counts, rows, limit=1000, report="file:///r/d/run/t.try-1.jsonl")
+        listing = _bulk_report.Listing(1000)
+        for row in rows:
+            listing.add(row)
+        result = _bulk_report.summary(n, counts, listing, report="file:///r/d/run/t.try-1.jsonl")
         assert (result["listed_total"], result["truncated"]) == (failed, failed > 1000)
         assert len(result["outcomes"]) == min(failed, 1000)
         assert all(len(o["error"]) == _bulk_report.LISTED_ERROR_CHARS for o in result["outcomes"])
@@ -168,10 +171,10 @@ def test_an_unwritable_report_folder_fails_before_anything_is_sent(emu, context,
 def test_a_report_that_cannot_be_written_after_sending_keeps_the_result(  # type: ignore[no-untyped-def]
     emu, context, tmp_path, monkeypatch, capfd
 ) -> None:
-    def disk_full(*args: Any, **kwargs: Any) -> int:
+    def disk_full(*args: Any, **kwargs: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_bulk_report, "write_lines", disk_full)
+    monkeypatch.setattr(_bulk_report.ReportWriter, "_flush", disk_full)
     emu.inject("status", status=400, method="POST", conversation_id="conv_g0001", times=1)
     result = _op(_recipients(4, 0), report_path=str(tmp_path), max_failure_ratio=0.5).execute(context())
     # The sends happened: the task keeps their result rather than failing and inviting a re-send.
@@ -216,3 +219,40 @@ def test_report_names_are_safe_and_distinct() -> None:
     assert _bulk_report.base_uri(False) is None and _bulk_report.base_uri("") is None
     with pytest.raises(AirflowException, match="report_path must be a folder"):
         _bulk_report.base_uri(3)
+
+
+def test_the_report_is_in_list_order_when_sends_finish_out_of_order(emu, context, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    emu.inject("stall", stall_seconds=1.0, method="POST", conversation_id="conv_g0000", times=1)
+    result = _op(_recipients(30, 0), report_path=str(tmp_path), max_concurrency=8).execute(context())
+    assert result["sent"] == 30
+    creates = [r["conversation_id"] for r in emu.requests() if r["method"] == "POST"]
+    assert creates[-1] == "conv_g0000"  # the first recipient finished last
+    rows = list(read_report(result["report"]))
+    assert [r["index"] for r in rows] == list(range(30))
+    assert [r["conversation_id"] for r in rows] == [f"conv_g{i:04d}" for i in range(30)]
+
+
+def test_rows_reach_the_report_as_soon_as_those_before_them_are_done(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The batch keeps no row once written: a row waits only for the rows before it."""
+    from vantax_provider.operators._bulk_outcomes import Batch
+
+    monkeypatch.setattr(_bulk_report, "FLUSH_LINES", 3)
+    path = tmp_path / "r.jsonl"
+    writer = _bulk_report.ReportWriter(f"file://{path}", None)
+    batch = Batch(7, None, None, progress_interval=60, skip_uncertain=False, report=writer,  # type: ignore[arg-type]
+                  listed_limit=2, keep_pairs=False)  # fmt: skip
+
+    def lines() -> list[int]:
+        return [json.loads(line)["index"] for line in path.read_text().splitlines()]
+
+    for index in (1, 2):
+        batch.invalid(index, f"conv_{index}", "bad")
+    assert lines() == [] and len(batch._waiting) == 2  # row 0 is not done yet
+    batch.invalid(0, "conv_0", "bad")
+    assert lines() == [0, 1, 2] and batch._waiting == {}  # three rows: one write
+    for index in (4, 3, 6, 5):
+        batch.invalid(index, f"conv_{index}", "bad")
+    batch.finish()
+    assert lines() == list(range(7)) and writer.lines == 7
+    assert [r["index"] for r in batch.listing.rows] == [0, 1] and batch.listing.total == 7
+    assert batch.examples == [f"#{i}: bad" for i in range(5)]
