@@ -37,10 +37,13 @@ class StateStore:
     as in the real store, so a value that would not survive the database does not survive here.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_history: bool = True) -> None:
         self.data: dict[str, str] = {}
         self.writes = 0
-        self.history: list[Any] = []  # every value written, in order, as the store returns it
+        # Every value written, in order, as the store returns it; a memory measurement turns it
+        # off, since a real store keeps only the current values.
+        self.keep_history = keep_history
+        self.history: list[Any] = []
 
     def get(self, key: str, default: Any = None) -> Any:
         return json.loads(self.data[key]) if key in self.data else default
@@ -48,7 +51,8 @@ class StateStore:
     def set(self, key: str, value: Any, *, retention: Any = None) -> None:
         self.data[key] = json.dumps(value)
         self.writes += 1
-        self.history.append(json.loads(self.data[key]))
+        if self.keep_history:
+            self.history.append(json.loads(self.data[key]))
 
     def delete(self, key: str) -> None:
         self.data.pop(key, None)

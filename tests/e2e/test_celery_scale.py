@@ -307,5 +307,6 @@ def chunk_spans(log: list[dict[str, Any]]) -> list[tuple[float, float]]:
     t0 = min(r["t"] for r in creates)
     spans: dict[int, list[float]] = {}
     for r in creates:
-        spans.setdefault(int(r["conversation_id"].removeprefix("conv_rate_")) // RATE_CHUNK, []).append(r["t"] - t0)
+        chunk = int(r["conversation_id"].removeprefix("conv_rate_")) // RATE_CHUNK
+        spans.setdefault(chunk, []).append(r["t"] - t0)
     return [(round(min(ts), 1), round(max(ts), 1)) for _, ts in sorted(spans.items())]

@@ -49,7 +49,8 @@ def main(total: int, on_uncertain: str = "resend") -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     started = time.monotonic()
     sampler.start()
-    result = op.execute(make_context("soak", store=MemoryStateStore()))
+    # No history in the store double: it would be the test's memory, not the provider's.
+    result = op.execute(make_context("soak", store=MemoryStateStore(keep_history=False)))
     stop.set()
     sampler.join()
     elapsed = time.monotonic() - started
