@@ -83,7 +83,8 @@ def spread(runs: int = 48, senders: int = 4, within: float = 3.0, **kwargs: Any)
     """Seeded runs with start times spread over ``within`` seconds: worst and mean figures."""
     results = []
     for k in range(runs):
-        starts = tuple(sorted(random.Random(1000 + k).uniform(0, within) for _ in range(senders)))
+        rng = random.Random(1000 + k)
+        starts = tuple(sorted(rng.uniform(0, within) for _ in range(senders)))
         results.append(simulate(starts, seed=k, **kwargs))
     ratios = [r[0] for r in results]
     return {

@@ -31,6 +31,7 @@ import pytest
 from celery_cluster import CeleryCluster, missing_servers
 
 from bench._rate import account_figures
+from tests.reliability._support import figures
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -67,7 +68,10 @@ with DAG("{DAG_ID}", schedule=None, start_date=datetime(2025, 1, 1), catchup=Fal
 """
 
 RATE_DAG_ID = "e2e_celery_rate"
-RATE_LIMIT, RATE_CHUNKS, RATE_CHUNK = 20.0, 4, 300
+# Two minutes at the limit. Chunks start and end a few seconds apart on a Celery deployment, and
+# for those seconds fewer tasks share the budget (docs/scale.md): a fixed cost that took a batch
+# of one minute (300 per chunk) down to 0.90 L when a chunk started 4 s late.
+RATE_LIMIT, RATE_CHUNKS, RATE_CHUNK = 20.0, 4, 600
 RATE_CONN = "vantax_rated"
 
 RATE_DAG = f"""
@@ -287,17 +291,19 @@ def test_account_rate_limit_holds_across_workers(cluster: tuple[CeleryCluster, A
     assert len(per_conversation) == total and max(per_conversation.values()) == 1, (
         per_conversation.most_common(3)
     )
-    figures = account_figures(log, messages, RATE_LIMIT)
-    accepted, throttled = figures["accepted_ratio"], figures["throttled"]
-    workers = sorted({h for h, _, _ in hosts.values()})
-    print(
-        f"\naccount rate limit on Celery: {RATE_CHUNKS} chunks on {workers}, "
-        f"L = {RATE_LIMIT:.0f}/s: accepted {accepted:.3f} L, 429 {throttled}/{len(log)} "
-        f"({figures['throttled_ratio']:.3f}), {figures['duplicates']} duplicates; "
-        f"each chunk's first and last create (s): {chunk_spans(log)}"
-    )
-    assert accepted >= 0.9, accepted
-    assert figures["throttled_ratio"] <= 0.05, (throttled, len(log))
+    measured = account_figures(log, messages, RATE_LIMIT)
+    # One line in the session's reliability figures, next to the four-process test's.
+    f = figures("account_rate_limit/celery")
+    f.cases, f.faults_applied, f.survived = total, measured["throttled"], len(per_conversation)
+    f.duplicates = measured["duplicates"]
+    f.extra.update({
+        "limit": RATE_LIMIT, "chunks": RATE_CHUNKS, "workers": len({h for h, _, _ in hosts.values()}),
+        "accepted_ratio": round(measured["accepted_ratio"], 3),
+        "throttled_ratio": round(measured["throttled_ratio"], 3), "requests": len(log),
+        "chunk_first_last_create_s": chunk_spans(log),
+    })  # fmt: skip
+    assert measured["accepted_ratio"] >= 0.9, measured
+    assert measured["throttled_ratio"] <= 0.05, measured
 
 
 def chunk_spans(log: list[dict[str, Any]]) -> list[tuple[float, float]]:
