@@ -18,7 +18,7 @@ INCREASE_SHARE = 0.025
 MIN_SHARE = 0.01
 #: After QUIET_AFTER seconds without a 429 the increase grows by one INCREASE_SHARE more every
 #: QUIET_RAMP seconds: a sender left alone (the others finished or started late) finds the unused
-#: budget within seconds, where a constant increase took half a minute at the end of a batch.
+#: budget within seconds, where a constant increase took 10 to 15 seconds at the end of a batch.
 QUIET_AFTER = 2.0
 QUIET_RAMP = 2.0
 #: Longest gap between two good answers that still counts as time spent sending for the increase.
