@@ -12,7 +12,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from vantax_provider.operators._bulk_report import Listing, ReportWriter
+from vantax_provider.operators._bulk_report import OUTCOMES, Listing, ReportWriter
 
 if TYPE_CHECKING:
     from vantax_provider.models import BulkItem, BulkProgress, SendOutcome
@@ -53,9 +53,7 @@ class Batch:
         self.progress_interval = progress_interval
         self.skip_uncertain = skip_uncertain
         self.identities: dict[int, int] = {}  # position -> journal identity, while being sent
-        self.counts = dict.fromkeys(
-            ("sent", "failed", "invalid", "skipped_already_sent", "duplicate", "maybe_sent"), 0
-        )
+        self.counts = dict.fromkeys(OUTCOMES, 0)
         self.listing = Listing(listed_limit)
         self.examples: list[str] = []
         self.pairs: list[list[str]] | None = [] if keep_pairs else None
