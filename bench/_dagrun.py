@@ -45,6 +45,7 @@ with DAG("{dag_id}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
         subject="Your {{{{ recipient.plan }}}} plan",
         content="Hi {{{{ recipient.name }}}}, your {{{{ recipient.plan }}}} plan renews on {{{{ ds }}}}.",
         max_concurrency={concurrency},
+        max_uncertain={max_uncertain},
         wait_for_delivery=False,
     )
 """
@@ -91,11 +92,17 @@ class DagRunBench:
             raise RuntimeError(f"bench child {args} failed ({code}):\n" + "\n".join(text.splitlines()[-60:]))
         return dict(json.loads(line.removeprefix(RESULT)))
 
-    def bulk(self, concurrency: int, tag: str) -> dict[str, Any]:
+    def bulk(self, concurrency: int, tag: str, max_uncertain: int | None = None) -> dict[str, Any]:
         """One DAG run of the bulk operator; the emulator's span of its creates."""
         dag_id = f"bench_bulk_{tag}"
         path = self.home / "dags" / f"{dag_id}.py"
-        source = _DAG.format(dag_id=dag_id, n=self.n, prefix=f"conv_{tag}", concurrency=concurrency)
+        source = _DAG.format(
+            dag_id=dag_id,
+            n=self.n,
+            prefix=f"conv_{tag}",
+            concurrency=concurrency,
+            max_uncertain=max_uncertain,
+        )
         path.write_text(textwrap.dedent(source))
         self.emu.reset()
         child = self._child("dag", str(path), dag_id)
@@ -110,6 +117,10 @@ class DagRunBench:
             return self.bulk(concurrency, tag)
         finally:
             del self.env["BENCH_NO_JOURNAL"]
+
+    def ahead(self, concurrency: int, tag: str) -> dict[str, Any]:
+        """The bulk operator with ``max_uncertain`` = 2 C: the next messages listed ahead."""
+        return self.bulk(concurrency, tag, max_uncertain=2 * concurrency)
 
     def bare(self, concurrency: int, tag: str) -> dict[str, Any]:
         """The bare loop in a fresh process; the emulator's span of its creates."""
@@ -208,7 +219,8 @@ def measure(
 ) -> dict[str, list[dict[str, Any]]]:
     """
     Interleaved rounds (forwards, then backwards) of the bare loop and the DAG run at each
-    concurrency; with ``diagnose``, one more DAG run per concurrency without the journal.
+    concurrency, the DAG run once by default and once with ``max_uncertain`` = 2 C (``ahead``);
+    with ``diagnose``, one more DAG run per concurrency without the journal.
     """
     from vantax_provider.emulator.testing import running_emulator
 
@@ -218,11 +230,11 @@ def measure(
         running_emulator(latency_ms=latency_ms) as emu,
     ):
         bench = DagRunBench(emu, Path(tmp), n)
-        steps = [(f"{kind}_{c}", kind, c) for c in concurrencies for kind in ("bare", "bulk")]
+        steps = [(f"{kind}_{c}", kind, c) for c in concurrencies for kind in ("bare", "bulk", "ahead")]
         bench.bare(concurrencies[0], "warm")  # warm-up: file caches, the emulator's first connections
         for round_ in range(rounds):
             for name, kind, c in steps if round_ % 2 == 0 else steps[::-1]:
-                step = bench.bare if kind == "bare" else bench.bulk
+                step = {"bare": bench.bare, "bulk": bench.bulk, "ahead": bench.ahead}[kind]
                 runs.setdefault(name, []).append(step(c, f"{name}_{round_}"))
         if diagnose:
             for c in concurrencies:

@@ -37,7 +37,8 @@ class BulkSender(Protocol):
 
 OnOutcome = Callable[[SendOutcome], None]
 OnTick = Callable[[BulkProgress], Awaitable[None]]
-BeforeSend = Callable[[BulkItem], Awaitable[None]]
+#: Called with each item as it is taken; what it returns (if anything) is awaited before the send.
+Admit = Callable[[BulkItem], Awaitable[None] | None]
 
 
 async def asend_many(
@@ -48,7 +49,8 @@ async def asend_many(
     on_outcome: OnOutcome | None = None,
     on_tick: OnTick | None = None,
     tick_interval: float = 1.0,
-    before_send: BeforeSend | None = None,
+    admit: Admit | None = None,
+    ahead: int = 0,
     repeat_uncertain: bool = True,
 ) -> BulkProgress:
     """
@@ -59,22 +61,40 @@ async def asend_many(
     :class:`VantaxError` becomes a failed outcome; any other exception stops the batch).
     ``on_tick`` runs every ``tick_interval`` seconds and once more at the end, also when the
     batch stops on an error, so a checkpoint written there covers everything that finished.
-    ``before_send`` is awaited with each item just before its request starts (a write-ahead
-    record).  ``repeat_uncertain=False`` never repeats a request that may have created its
-    message (a read timeout, a 500/502/504), even under an idempotency key: for a service that
-    does not deduplicate; such a failure is reported with ``maybe_sent``.
+    ``admit`` is called with each item as it is taken from ``items``, and the awaitable it
+    returns is awaited before the item's request starts (a write-ahead record).  Items are taken
+    when a slot is free, or up to ``ahead`` items earlier, so that a slow admission overlaps the
+    requests in flight: at most ``max_concurrency + ahead`` items are taken and not finished.
+    ``repeat_uncertain=False`` never repeats a request that may have created its message (a read
+    timeout, a 500/502/504), even under an idempotency key: for a service that does not
+    deduplicate; such a failure is reported with ``maybe_sent``.
     """
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+    if ahead < 0:
+        raise ValueError(f"ahead must be at least 0, got {ahead!r}")
     iterator: Iterator[BulkItem] = iter(items)
     progress = BulkProgress(started=time.monotonic())
+    window = asyncio.Semaphore(max_concurrency + ahead)  # taken and not finished
+    taken: asyncio.Queue[tuple[BulkItem, Awaitable[None] | None] | None] = asyncio.Queue()
 
-    async def worker() -> None:
-        # One shared iterator: next() runs to completion between awaits, so each item is taken once.
-        for item in iterator:
-            index, request, key = item
-            if before_send is not None:
-                await before_send(item)
+    async def feeder() -> None:
+        try:
+            while True:
+                await window.acquire()
+                item = next(iterator, None)
+                if item is None:
+                    break
+                taken.put_nowait((item, None if admit is None else admit(item)))
+        finally:  # the end, or an error: the senders stop once they have sent what was taken
+            for _ in range(max_concurrency):
+                taken.put_nowait(None)
+
+    async def sender() -> None:
+        while (entry := await taken.get()) is not None:
+            (index, request, key), admission = entry
+            if admission is not None:
+                await admission
             progress.in_flight += 1
             try:
                 message = await hook.asend_request(
@@ -90,19 +110,19 @@ async def asend_many(
                 progress.in_flight -= 1
             if on_outcome is not None:
                 on_outcome(outcome)
+            window.release()
 
-    await _run_pool(worker, max_concurrency, progress, on_tick, tick_interval)
+    await _run_pool([feeder(), *(sender() for _ in range(max_concurrency))], progress, on_tick, tick_interval)
     return progress
 
 
 async def _run_pool(
-    worker: Callable[[], Coroutine[Any, Any, None]],
-    size: int,
+    coroutines: list[Coroutine[Any, Any, None]],
     progress: BulkProgress | None,
     on_tick: OnTick | None,
     tick_interval: float,
 ) -> None:
-    workers = [asyncio.create_task(worker()) for _ in range(size)]
+    workers = [asyncio.create_task(c) for c in coroutines]
     ticker = None
     if on_tick is not None and progress is not None:
         ticker = asyncio.create_task(_tick_forever(on_tick, progress, tick_interval))

@@ -9,8 +9,9 @@ from a position in the list.  The journal holds three sets of identities:
 - ``maybe``: a failure left it unknown whether the message was created (timeout, 5xx after
   the request reached the service);
 - ``intent``: about to be sent or in flight (the write-ahead).  No request starts before its
-  identity is in the stored intent, and the intent holds at most ``max_concurrency``
-  identities that are not done, so after a crash at most that many are uncertain.
+  identity is in the stored intent, and the intent holds at most ``max_uncertain`` identities
+  that are not done (by default ``max_concurrency``, the requests in flight), so after a crash
+  at most that many are uncertain.
 
 Stored values: the head ``vantax_bulk_journal`` (``done`` and ``maybe`` since the last
 segment, and ``intent``) and sealed segments ``vantax_bulk_journal_<n>`` of 1,024 entries
@@ -76,7 +77,7 @@ class Journal:
     The write-ahead journal of one bulk send; a no-op without a state store.
 
     :param store: the task's ``task_state_store``, or None (Airflow before 3.3).
-    :param window: most identities in flight or admitted and not finished (``max_concurrency``,
+    :param window: most identities in flight or admitted and not finished (``max_uncertain``,
         at most ``MAX_WINDOW`` so that the head stays under the store's 64 KB limit).
     :param interval: seconds between two writes when no request waits for admission.
     """
@@ -85,7 +86,7 @@ class Journal:
         self.store = store
         if window > MAX_WINDOW:
             raise ValueError(
-                f"max_concurrency must be at most {MAX_WINDOW} (the journal's window), got {window}."
+                f"max_uncertain must be at most {MAX_WINDOW} (the journal's window), got {window}."
             )
         self.window = window
         self.interval = interval
@@ -177,16 +178,19 @@ class Journal:
         """Whether a request waits until its identity is in the stored intent."""
         return self.store is not None and self.loaded and not self.failing
 
-    async def admit(self, ident: int) -> None:
-        """Return once the message may be sent: its identity is in the stored intent (or no store)."""
+    def admit(self, ident: int) -> asyncio.Future[None] | None:
+        """
+        Add the message to the intent; what it returns is done once the message may be sent: its
+        identity is in the stored intent (None: it may be sent now, there is no store to wait for).
+        """
         self.intent.add(ident)
         self.dirty = True
         if not self.gating or self._stopping:
-            return
+            return None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((ident, future))
         self._wake.set()
-        await future
+        return future
 
     def finished(self, ident: int, *, sent: bool, maybe: bool = False) -> None:
         """Record the outcome of an admitted message (written with the next write)."""

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from vantax_provider.operators._bulk_report import OUTCOMES, Listing, ReportWriter
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from vantax_provider.models import BulkItem, BulkProgress, SendOutcome
     from vantax_provider.operators._bulk_journal import Journal
 
@@ -63,8 +65,8 @@ class Batch:
         self._next = 0
         self._last_log = time.monotonic()
 
-    async def admit(self, item: BulkItem) -> None:
-        await self.journal.admit(self.identities[item[0]])
+    def admit(self, item: BulkItem) -> Awaitable[None] | None:
+        return self.journal.admit(self.identities[item[0]])
 
     def record(self, outcome: SendOutcome) -> None:
         entry: dict[str, Any] = {"index": outcome.index, "conversation_id": outcome.conversation_id}

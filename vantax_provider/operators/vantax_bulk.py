@@ -58,6 +58,11 @@ class VantaxBulkSendMessageOperator(BaseOperator):
     :param media_url: URLs to attach; a list whose items may be per-recipient templates.
     :param vantax_conn_id: the Airflow connection. (templated)
     :param max_concurrency: most requests in flight at once.
+    :param max_uncertain: most messages whose outcome may be unknown after a crash of the task
+        (Airflow >= 3.3): those in flight and those already listed in the journal to go next.
+        None (default) is ``max_concurrency``, the fewest possible; a larger value, up to 4096,
+        lists the next messages while earlier ones are in flight, so that requests do not wait
+        for the state store's writes (faster where a write takes about as long as an answer).
     :param rate_limit: most messages started per second; None for no limit.
     :param max_failure_ratio: None (default) fails the task when any recipient failed or was
         invalid; a ratio in [0, 1] fails it only when (failed + invalid) / total exceeds it.
@@ -103,6 +108,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         media_url: list[str] | str | None = None,
         vantax_conn_id: str = DEFAULT_CONN_ID,
         max_concurrency: int = DEFAULT_SEND_CONCURRENCY,
+        max_uncertain: int | None = None,
         rate_limit: float | None = None,
         max_failure_ratio: float | None = None,
         checkpoint_interval: float = 1.0,
@@ -129,6 +135,15 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         self.vantax_conn_id = vantax_conn_id
         if not 1 <= max_concurrency <= MAX_WINDOW:
             raise ValueError(f"max_concurrency must be between 1 and {MAX_WINDOW}, got {max_concurrency!r}.")
+        if max_uncertain is not None and (
+            isinstance(max_uncertain, bool)
+            or not isinstance(max_uncertain, int)
+            or not max_concurrency <= max_uncertain <= MAX_WINDOW
+        ):
+            raise ValueError(
+                f"max_uncertain must be None or between max_concurrency ({max_concurrency}) and "
+                f"{MAX_WINDOW}, got {max_uncertain!r}."
+            )
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"rate_limit must be positive or None, got {rate_limit!r}.")
         if max_failure_ratio is not None and not 0 <= max_failure_ratio <= 1:
@@ -152,6 +167,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         self.on_uncertain = on_uncertain
         self.idempotency_key_field = idempotency_key_field
         self.max_concurrency = int(max_concurrency)
+        self.max_uncertain = self.max_concurrency if max_uncertain is None else max_uncertain
         self.rate_limit = rate_limit
         self.max_failure_ratio = max_failure_ratio
         self.checkpoint_interval = float(checkpoint_interval)
@@ -190,7 +206,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         hook = self._make_hook()
         _ = hook.settings  # read the connection now, outside the event loop, and fail early if unusable
         journal = Journal(
-            _state.state_store(context), window=self.max_concurrency, interval=self.checkpoint_interval
+            _state.state_store(context), window=self.max_uncertain, interval=self.checkpoint_interval
         )
         journal.load()
         if journal.prior_done or journal.prior_maybe or journal.prior_uncertain:
@@ -212,7 +228,8 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             try:
                 await hook.asend_many(
                     items, max_concurrency=self.max_concurrency, on_outcome=batch.record, on_tick=batch.tick,
-                    tick_interval=self.progress_interval, before_send=batch.admit,
+                    tick_interval=self.progress_interval, admit=batch.admit,
+                    ahead=self.max_uncertain - self.max_concurrency,
                     repeat_uncertain=self.on_uncertain == "resend",
                 )  # fmt: skip
             finally:

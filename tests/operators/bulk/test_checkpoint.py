@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections import Counter
 from typing import Any
 
 import pytest
 
+from tests.doubles import StateStore
 from vantax_provider.operators._bulk_journal import HEAD_KEY, Journal, identity, unpack
 from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator, read_report
 
@@ -159,6 +161,59 @@ def test_no_request_starts_before_the_journal_records_it(nodedup, context, store
     assert result["sent"] == 200 and len(seen) == 200 and all(seen)
     head = store.get(HEAD_KEY)
     assert unpack(head["intent"]) == []  # nothing left in flight at the end
+
+
+class SlowStore(StateStore):
+    """A state store whose writes take longer than the service's answers (as on a busy API server)."""
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        time.sleep(0.03)
+        super().set(key, value)
+
+
+@pytest.mark.parametrize("max_uncertain", [None, 12])
+def test_max_uncertain_bounds_what_the_journal_lists(nodedup, context, monkeypatch, max_uncertain) -> None:  # type: ignore[no-untyped-def]
+    """
+    At most ``max_uncertain`` (default ``max_concurrency``) unfinished messages are ever in the
+    stored intent, each POST is listed before it starts, and no more than ``max_concurrency``
+    requests are open; a larger ``max_uncertain`` really lists the next messages ahead.
+    """
+    from vantax_provider.hooks.vantax import VantaxHook
+
+    store = SlowStore()
+    listed: list[bool] = []
+    open_now = most_open = 0
+    original = VantaxHook.asend_request
+
+    async def check(self: VantaxHook, request: Any, *, idempotency_key: Any = None, **kw: Any) -> Any:
+        nonlocal open_now, most_open
+        listed.append(identity(idempotency_key) in set(unpack(store.get(HEAD_KEY)["intent"])))
+        open_now += 1
+        most_open = max(most_open, open_now)
+        try:
+            return await original(self, request, idempotency_key=idempotency_key, **kw)
+        finally:
+            open_now -= 1
+
+    monkeypatch.setattr(VantaxHook, "asend_request", check)
+    nodedup.configure(latency_ms=10)
+    op = _op(_rows(120), max_concurrency=4, max_uncertain=max_uncertain)
+    result = op.execute(context(store))
+    assert result["sent"] == 120 and len(listed) == 120 and all(listed)
+    assert most_open <= 4
+    sizes = [len(unpack(value["intent"])) for value in store.history if "intent" in value]
+    assert max(sizes) <= op.max_uncertain == (max_uncertain or 4)
+    if max_uncertain is not None:
+        assert max(sizes) > 4, sizes  # listed ahead of the requests in flight
+    assert sizes[-1] == 0
+    created = _created(nodedup)
+    assert len(created) == 120 and max(created.values()) == 1
+
+
+@pytest.mark.parametrize("value", [3, 4097, True, 8.0, "8"])
+def test_max_uncertain_is_checked(value: Any) -> None:
+    with pytest.raises(ValueError, match=r"max_uncertain must be None or between max_concurrency \(4\)"):
+        _op(_rows(1), max_concurrency=4, max_uncertain=value)
 
 
 class FlakyStore:
