@@ -1,5 +1,5 @@
 """
-The async connection lookup (``_get_connection_async``), used by triggers and the bulk engine.
+The async connection lookup (``hooks._settings.aget_connection``), used by triggers and the bulk engine.
 
 Under ``airflow dags test`` on Airflow 3.3.2 a trigger runs in-process, where Airflow's async
 lookup cannot reach the metadata DB and answers "isn't defined" for a connection made with
@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from vantax_provider.hooks.vantax import VantaxHook, _get_connection_async
+from vantax_provider.hooks._settings import aget_connection
+from vantax_provider.hooks.vantax import VantaxHook
 
 KEY = "vx_test_LOOKUP_0123456789"
 
@@ -48,13 +49,13 @@ def test_a_connection_the_async_lookup_misses_is_found_by_the_sync_lookup(
 ) -> None:
     conn = {"conn_type": "vantax", "host": "http://127.0.0.1:8040", "password": KEY}
     monkeypatch.setenv("AIRFLOW_CONN_VANTAX_LOOKUP", json.dumps(conn))
-    found = asyncio.run(_get_connection_async(VantaxHook("vantax_lookup")))
+    found = asyncio.run(aget_connection("vantax_lookup", VantaxHook("vantax_lookup")))
     assert async_lookup_misses == ["vantax_lookup"]  # the async lookup was asked first, and missed
     assert found.conn_id == "vantax_lookup" and found.password == KEY and found.host == conn["host"]
 
 
 def test_a_connection_missing_everywhere_is_still_not_found(async_lookup_misses: list[str]) -> None:
     with pytest.raises(Exception, match=r"vantax_nowhere.* isn't defined") as raised:
-        asyncio.run(_get_connection_async(VantaxHook("vantax_nowhere")))
+        asyncio.run(aget_connection("vantax_nowhere", VantaxHook("vantax_nowhere")))
     assert type(raised.value).__name__ == "AirflowNotFoundException"
     assert async_lookup_misses == ["vantax_nowhere"]
