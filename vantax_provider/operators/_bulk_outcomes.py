@@ -114,6 +114,20 @@ class Batch:
                 self.total - sum(c.values()), self.total, progress.rate,
             )  # fmt: skip
 
+    def log_summary(self) -> None:
+        c = self.counts
+        self.log.info(
+            "Vantax bulk send finished: %d sent, %d failed, %d invalid, %d skipped (already sent), "
+            "%d duplicate rows, %d maybe sent of %d.",
+            c["sent"], c["failed"], c["invalid"], c["skipped_already_sent"], c["duplicate"],
+            c["maybe_sent"], self.total,
+        )  # fmt: skip
+        if c["maybe_sent"]:
+            self.log.warning(
+                "%d messages may or may not have been sent (on_uncertain='skip'): they are listed as "
+                "'maybe_sent' in the result; check them in Vantax.", c["maybe_sent"],
+            )  # fmt: skip
+
     # -- rows, in list order -----------------------------------------------------------------------
 
     def _add(self, row: dict[str, Any]) -> None:

@@ -206,6 +206,23 @@ def summary(
     return result
 
 
+def write_delivery_report(
+    report: Any, conn_id: str | None, pairs: Sequence[Sequence[str]], event: Mapping[str, Any], log: Any
+) -> str | None:
+    """Each waited message's last status, next to the send report ``report``; its URI, or None."""
+    if not isinstance(report, str):
+        return None
+    uri = delivery_uri(report)
+    try:
+        lines = write_lines(uri, conn_id, delivery_rows(pairs, event))
+    except Exception as exc:  # the delivery counts stay in the result
+        log.error("Could not write the Vantax delivery report %s (%s: %s).", uri, type(exc).__name__,
+                  str(exc)[:300])  # fmt: skip
+        return None
+    log.info("Vantax delivery report (%d messages): %s", lines, uri)
+    return uri
+
+
 def delivery_rows(pairs: Sequence[Sequence[str]], event: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """One row per waited message: conversation, message and its last status (None when unknown)."""
     statuses: Mapping[str, Any] = event.get("statuses") or {}

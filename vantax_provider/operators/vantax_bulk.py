@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,17 +19,18 @@ from vantax_provider.defaults import (
     ON_UNCERTAIN,
 )
 from vantax_provider.operators import _bulk_report, _state
-from vantax_provider.operators._bulk_journal import MAX_WINDOW, Journal, identity
+from vantax_provider.operators._bulk_items import bulk_items
+from vantax_provider.operators._bulk_journal import MAX_WINDOW, Journal
 from vantax_provider.operators._bulk_outcomes import EXAMPLE_ERRORS, Batch
 from vantax_provider.operators._bulk_report import read_report as read_report  # re-exported
-from vantax_provider.operators._bulk_support import Renderer, RenderError, recipient_problem
+from vantax_provider.operators._bulk_support import Renderer
 from vantax_provider.status import check_status_sets, settle_until, status_set, to_seconds
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
 
     from vantax_provider.hooks.vantax import VantaxHook
-    from vantax_provider.models import BulkItem, Channel
+    from vantax_provider.models import Channel
 
 #: XCom key of the result when the task fails by the failure policy (``return_value`` is not pushed then).
 FAILED_RESULT_XCOM_KEY = "vantax_bulk_result"
@@ -221,7 +222,10 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             skip_uncertain=self.on_uncertain == "skip", report=report,
             listed_limit=self.max_listed_outcomes, keep_pairs=self.wait_for_delivery,
         )  # fmt: skip
-        items = self._items(recipients, renderer, hook, context, batch)
+        items = bulk_items(
+            recipients, renderer, hook, _state.task_identity(context), batch,
+            own_key_field=self.idempotency_key_field, skip_uncertain=self.on_uncertain == "skip",
+        )  # fmt: skip
 
         async def run() -> None:
             journal.start()
@@ -243,7 +247,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         finally:
             batch.finish()  # the rows so far reach the report, also when sending stopped on an error
         result = self._result(batch, report)
-        self._log_summary(result)
+        batch.log_summary()
         self._apply_policy(context, result, result["failed"] + result["invalid"], batch.examples)
         if self.wait_for_delivery:
             return self._wait(context, result, batch.pairs or [])
@@ -281,82 +285,6 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         return _bulk_report.summary(
             batch.total, batch.counts, batch.listing, report=report, report_error=error
         )
-
-    def _items(
-        self,
-        recipients: Sequence[Any],
-        renderer: Renderer,
-        hook: VantaxHook,
-        context: Context,
-        batch: Batch,
-    ) -> Iterator[BulkItem]:
-        """Check, render, validate and key each recipient lazily, as the senders ask for the next one."""
-        from vantax_provider.exceptions import VantaxValidationError
-        from vantax_provider.idempotency import derive_bulk_idempotency_key
-
-        task = _state.task_identity(context)
-        journal = batch.journal
-        seen: dict[int, int] = {}  # identity -> first row
-        messages: dict[int, int] = {}  # own keys only: identity -> identity of the derived key
-        for index, recipient in enumerate(recipients):
-            problem = recipient_problem(recipient)
-            if problem is not None:
-                batch.invalid(index, None, problem)
-                continue
-            try:
-                fields = renderer.render(recipient)
-                request = hook.build_request(**fields)
-            except RenderError as exc:
-                batch.invalid(index, exc.conversation_id, str(exc))
-                continue
-            except VantaxValidationError as exc:
-                batch.invalid(index, fields.get("conversation_id"), "; ".join(str(e) for e in exc.errors))
-                continue
-            cid = request.conversation_id
-            derived = derive_bulk_idempotency_key(**task, conversation_id=cid, body=request.to_body())
-            key = derived
-            if self.idempotency_key_field is not None:
-                key, problem = _own_key(recipient, self.idempotency_key_field)
-                if problem is not None:
-                    batch.invalid(index, cid, problem)
-                    continue
-            ident = identity(key)
-            message = ident if key is derived else identity(derived)
-            if ident in seen:
-                first = seen[ident]
-                if messages.get(ident, ident) != message:
-                    batch.invalid(
-                        index, cid, f"{self.idempotency_key_field}: the same key as recipient #{first}, "
-                        "for a different message",
-                    )  # fmt: skip
-                else:
-                    batch.duplicate(index, cid, first)
-                continue
-            seen[ident] = index
-            if message != ident:
-                messages[ident] = message
-            earlier = journal.prior(ident)
-            if earlier == "done":
-                batch.skipped(index, cid)
-                continue
-            if earlier == "maybe" and self.on_uncertain == "skip":
-                batch.maybe_sent(index, cid, "an earlier try may have sent it (its outcome is unknown)")
-                continue
-            batch.identities[index] = ident
-            yield index, request, key
-
-    def _log_summary(self, result: dict[str, Any]) -> None:
-        self.log.info(
-            "Vantax bulk send finished: %d sent, %d failed, %d invalid, %d skipped (already sent), "
-            "%d duplicate rows, %d maybe sent of %d.",
-            result["sent"], result["failed"], result["invalid"], result["skipped_already_sent"],
-            result["duplicate"], result["maybe_sent"], result["total"],
-        )  # fmt: skip
-        if result["maybe_sent"]:
-            self.log.warning(
-                "%d messages may or may not have been sent (on_uncertain='skip'): they are listed as "
-                "'maybe_sent' in the result; check them in Vantax.", result["maybe_sent"],
-            )  # fmt: skip
 
     def _apply_policy(
         self,
@@ -455,40 +383,14 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             "status": event.get("status"), "counts": counts, "success_status": event.get("success_status"),
             "undelivered": listed,
             "truncated": listed_total > len(listed) or bool(event.get("statuses_omitted")),
-            "report": self._write_delivery_report(result.get("report"), pairs, event),
+            "report": _bulk_report.write_delivery_report(
+                result.get("report"), self.report_conn_id, pairs, event, self.log
+            ),
         }  # fmt: skip
         self.log.info("Vantax delivery: %s", event.get("message"))
         undelivered = sum(int(counts.get(k, 0)) for k in ("failure", "unknown", "error", "pending"))
         self._apply_policy(context, result, result["failed"] + result["invalid"] + undelivered)
         return result
-
-    def _write_delivery_report(
-        self, report: Any, pairs: list[list[str]], event: dict[str, Any]
-    ) -> str | None:
-        """Each waited message's last status, next to the send report; its URI, or None."""
-        if not isinstance(report, str):
-            return None
-        uri = _bulk_report.delivery_uri(report)
-        try:
-            lines = _bulk_report.write_lines(
-                uri, self.report_conn_id, _bulk_report.delivery_rows(pairs, event)
-            )
-        except Exception as exc:  # the delivery counts stay in the result
-            self.log.error("Could not write the Vantax delivery report %s (%s: %s).", uri, type(exc).__name__,
-                           str(exc)[:300])  # fmt: skip
-            return None
-        self.log.info("Vantax delivery report (%d messages): %s", lines, uri)
-        return uri
-
-
-def _own_key(recipient: Mapping[str, Any], field: str) -> tuple[str, str | None]:
-    """The recipient's own Idempotency-Key, or the reason it cannot be used."""
-    value = recipient.get(field)
-    if not isinstance(value, str) or not value:
-        return "", f"{field}: the recipient's Idempotency-Key is missing (got {type(value).__name__})"
-    if not (len(value) <= 255 and value.isascii() and value.isprintable()):
-        return "", f"{field}: an Idempotency-Key must be 1 to 255 printable ASCII characters"
-    return value, None
 
 
 def _recipient_list(value: Any) -> Sequence[Any]:

@@ -38,6 +38,7 @@ with DAG("{dag_id}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
         content="Hello {{{{ recipient.cid }}}}",
         rate_limit={rate},
         max_concurrency={concurrency},
+        max_uncertain={max_uncertain},
         checkpoint_interval=0.2,
         on_uncertain="{on_uncertain}",
         max_failure_ratio=1.0,
@@ -132,7 +133,9 @@ def _results(process: subprocess.Popen[str]) -> list[dict[str, int]]:
 @pytest.mark.slow  # a SIGKILL crash test, run with the others after `make test`
 def test_sigkill_mid_batch_then_retry_sends_each_recipient_once(dag_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     emu = dag_env
-    script, dag_file = _files(tmp_path, DAG_ID, n=N, rate=RATE, concurrency=8, on_uncertain="resend")
+    script, dag_file = _files(
+        tmp_path, DAG_ID, n=N, rate=RATE, concurrency=8, max_uncertain=None, on_uncertain="resend"
+    )
     created_at_kill = _kill_mid_batch(emu, script, dag_file, at=60, n=N)
     posts_before = sum(1 for r in emu.requests() if r["method"] == "POST")
 
@@ -162,22 +165,29 @@ def test_sigkill_mid_batch_then_retry_sends_each_recipient_once(dag_env, tmp_pat
 @pytest.mark.airflow_3_3  # task_state_store
 @pytest.mark.timeout(900)  # a dag.test() start-up per try; the first test also migrates the DB
 @pytest.mark.slow
-@pytest.mark.parametrize("on_uncertain", ["resend", "skip"])
-def test_sigkill_without_deduplication_by_the_service(dag_env, tmp_path: Path, on_uncertain: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("on_uncertain", "max_uncertain"), [("resend", None), ("skip", None), ("resend", 24)]
+)
+def test_sigkill_without_deduplication_by_the_service(  # type: ignore[no-untyped-def]
+    dag_env, tmp_path: Path, on_uncertain: str, max_uncertain: int | None
+) -> None:
     """
     Issue 14: the service ignores Idempotency-Key, so only the provider prevents duplicates.
 
-    The duplicates after a crash are bounded by the requests in flight (max_concurrency), not by
-    the checkpoint cadence; with on_uncertain="skip" there are none, and every recipient that
-    was not re-sent is listed as maybe_sent.
+    The duplicates after a crash are bounded by the requests in flight (max_concurrency), or by
+    ``max_uncertain`` when it lists messages ahead, not by the checkpoint cadence; with
+    on_uncertain="skip" there are none, and every recipient that was not re-sent is listed as
+    maybe_sent.
     """
     emu = dag_env
     emu.configure(deduplicate=False, latency_ms=30)
     n, concurrency = 300, 8
-    dag_id = f"vx_bulk_crash_nodedup_{on_uncertain}"
+    bound = max_uncertain or concurrency
+    dag_id = f"vx_bulk_crash_nodedup_{on_uncertain}_{bound}"
     script, dag_file = _files(
-        tmp_path, dag_id, n=n, rate=120.0, concurrency=concurrency, on_uncertain=on_uncertain
-    )
+        tmp_path, dag_id, n=n, rate=120.0, concurrency=concurrency, max_uncertain=max_uncertain,
+        on_uncertain=on_uncertain,
+    )  # fmt: skip
     created_at_kill = _kill_mid_batch(emu, script, dag_file, at=80, n=n)
 
     second, third = _results(_start(script, dag_file, "resume"))
@@ -189,11 +199,11 @@ def test_sigkill_without_deduplication_by_the_service(dag_env, tmp_path: Path, o
     assert everyone - set(created) <= listed, sorted(everyone - set(created) - listed)
     assert set(created) <= everyone
     if on_uncertain == "resend":
-        assert duplicates <= concurrency, (duplicates, created_at_kill)
+        assert duplicates <= bound, (duplicates, created_at_kill)
         assert set(created) == everyone and not listed
     else:
         assert duplicates == 0, [c for c, k in created.items() if k > 1]
-        assert len(listed) <= concurrency and second["maybe_sent"] == len(listed)
+        assert len(listed) <= bound and second["maybe_sent"] == len(listed)
         assert set(created) | listed == everyone
         assert third["maybe"] == second["maybe"]  # they stay listed on every later try
     assert second["sent"] + second["skipped_already_sent"] + second["maybe_sent"] == n
@@ -201,5 +211,5 @@ def test_sigkill_without_deduplication_by_the_service(dag_env, tmp_path: Path, o
     print(
         f"\n{on_uncertain}: killed at {created_at_kill} created; retry skipped "
         f"{second['skipped_already_sent']}, sent {second['sent']}, maybe_sent {second['maybe_sent']}; "
-        f"duplicates {duplicates} (max_concurrency {concurrency})"
+        f"duplicates {duplicates} (max_concurrency {concurrency}, max_uncertain {bound})"
     )

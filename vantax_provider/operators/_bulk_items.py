@@ -1,0 +1,93 @@
+"""What a bulk try sends: each recipient checked, rendered, validated and keyed, lazily."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from vantax_provider.exceptions import VantaxValidationError
+from vantax_provider.idempotency import derive_bulk_idempotency_key
+from vantax_provider.operators._bulk_journal import identity
+from vantax_provider.operators._bulk_support import Renderer, RenderError, recipient_problem
+
+if TYPE_CHECKING:
+    from vantax_provider.hooks.vantax import VantaxHook
+    from vantax_provider.models import BulkItem
+    from vantax_provider.operators._bulk_outcomes import Batch
+
+
+def bulk_items(
+    recipients: Sequence[Any],
+    renderer: Renderer,
+    hook: VantaxHook,
+    task: dict[str, Any],
+    batch: Batch,
+    *,
+    own_key_field: str | None,
+    skip_uncertain: bool,
+) -> Iterator[BulkItem]:
+    """
+    Check, render, validate and key each recipient lazily, as the senders ask for the next one.
+
+    Invalid and duplicate rows, and rows an earlier try sent (or may have sent, with
+    ``skip_uncertain``), go to ``batch`` and are not yielded.
+    """
+    journal = batch.journal
+    seen: dict[int, int] = {}  # identity -> first row
+    messages: dict[int, int] = {}  # own keys only: identity -> identity of the derived key
+    for index, recipient in enumerate(recipients):
+        problem = recipient_problem(recipient)
+        if problem is not None:
+            batch.invalid(index, None, problem)
+            continue
+        try:
+            fields = renderer.render(recipient)
+            request = hook.build_request(**fields)
+        except RenderError as exc:
+            batch.invalid(index, exc.conversation_id, str(exc))
+            continue
+        except VantaxValidationError as exc:
+            batch.invalid(index, fields.get("conversation_id"), "; ".join(str(e) for e in exc.errors))
+            continue
+        cid = request.conversation_id
+        derived = derive_bulk_idempotency_key(**task, conversation_id=cid, body=request.to_body())
+        key = derived
+        if own_key_field is not None:
+            key, problem = own_key(recipient, own_key_field)
+            if problem is not None:
+                batch.invalid(index, cid, problem)
+                continue
+        ident = identity(key)
+        message = ident if key is derived else identity(derived)
+        if ident in seen:
+            first = seen[ident]
+            if messages.get(ident, ident) != message:
+                batch.invalid(
+                    index, cid, f"{own_key_field}: the same key as recipient #{first}, "
+                    "for a different message",
+                )  # fmt: skip
+            else:
+                batch.duplicate(index, cid, first)
+            continue
+        seen[ident] = index
+        if message != ident:
+            messages[ident] = message
+        earlier = journal.prior(ident)
+        if earlier == "done":
+            batch.skipped(index, cid)
+            continue
+        if earlier == "maybe" and skip_uncertain:
+            batch.maybe_sent(index, cid, "an earlier try may have sent it (its outcome is unknown)")
+            continue
+        batch.identities[index] = ident
+        yield index, request, key
+
+
+def own_key(recipient: Mapping[str, Any], field: str) -> tuple[str, str | None]:
+    """The recipient's own Idempotency-Key, or the reason it cannot be used."""
+    value = recipient.get(field)
+    if not isinstance(value, str) or not value:
+        return "", f"{field}: the recipient's Idempotency-Key is missing (got {type(value).__name__})"
+    if not (len(value) <= 255 and value.isascii() and value.isprintable()):
+        return "", f"{field}: an Idempotency-Key must be 1 to 255 printable ASCII characters"
+    return value, None
