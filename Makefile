@@ -67,7 +67,7 @@ test-all: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
-# `make bench` prints every figure; `make bench SCENARIO=dagrun` (or rate, import-cost, emulator, or
+# `make bench` prints every figure; `make bench SCENARIO=dagrun` (or rate, import-cost, render-cost, emulator, or
 # "celery 100000 20") runs one scenario.
 bench: $(STAMP)
 	$(PY) -m bench $(SCENARIO)

@@ -13,6 +13,8 @@
    in its own Airflow home against a bare ``httpx.AsyncClient`` loop, 2,000 recipients at
    concurrency 32 and 64, throughput as the emulator's span from the first to the last create.
    ``python -m bench --dagrun`` runs only this part.
+6. Rendering a literal ``recipients`` list: the bulk operator against Airflow's own rendering
+   (``python -m bench render-cost``).
 """
 
 from __future__ import annotations
@@ -205,6 +207,7 @@ def main() -> None:
         print(f"  peak RSS {track['rss_before_mb']:.0f} MB before -> {track['rss_peak_mb']:.0f} MB "
               f"(+{track['rss_peak_mb'] - track['rss_before_mb']:.0f} MB)")  # fmt: skip
     _import_cost()
+    _render_cost()
     _emulator_rate()
     _rate_curve()
     _dagrun()
@@ -272,6 +275,13 @@ def _import_cost() -> None:
     report()
 
 
+def _render_cost() -> None:
+    from bench._render_cost import report
+
+    print()
+    report()
+
+
 def _emulator_rate() -> None:
     from bench._emulator_rate import report
 
@@ -286,6 +296,7 @@ def _scenario(argv: list[str]) -> None:
         "dagrun": _dagrun,
         "rate": _rate_curve,
         "import-cost": _import_cost,
+        "render-cost": _render_cost,
         "emulator": _emulator_rate,
     }
     if argv and argv[0] == "celery":

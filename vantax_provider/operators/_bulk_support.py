@@ -1,4 +1,4 @@
-"""Pieces of the bulk send operator: checking and rendering one recipient."""
+"""Pieces of the bulk send operator: checking its arguments, checking and rendering one recipient."""
 
 from __future__ import annotations
 
@@ -6,9 +6,54 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from vantax_provider.defaults import ON_UNCERTAIN
 from vantax_provider.exceptions import FieldError, VantaxValidationError
+from vantax_provider.operators._bulk_journal import MAX_WINDOW
 
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+def check_arguments(
+    *,
+    max_concurrency: int,
+    max_uncertain: int | None,
+    rate_limit: float | None,
+    max_failure_ratio: float | None,
+    on_uncertain: str,
+    idempotency_key_field: str | None,
+    max_listed_outcomes: int,
+    intervals: Mapping[str, float],
+) -> None:
+    """Raise ``ValueError`` naming the first argument of the bulk operator that is out of range."""
+    if not 1 <= max_concurrency <= MAX_WINDOW:
+        raise ValueError(f"max_concurrency must be between 1 and {MAX_WINDOW}, got {max_concurrency!r}.")
+    if max_uncertain is not None and (
+        isinstance(max_uncertain, bool)
+        or not isinstance(max_uncertain, int)
+        or not max_concurrency <= max_uncertain <= MAX_WINDOW
+    ):
+        raise ValueError(
+            f"max_uncertain must be None or between max_concurrency ({max_concurrency}) and "
+            f"{MAX_WINDOW}, got {max_uncertain!r}."
+        )
+    if rate_limit is not None and rate_limit <= 0:
+        raise ValueError(f"rate_limit must be positive or None, got {rate_limit!r}.")
+    if max_failure_ratio is not None and not 0 <= max_failure_ratio <= 1:
+        raise ValueError(f"max_failure_ratio must be between 0 and 1, got {max_failure_ratio!r}.")
+    for name, value in intervals.items():
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value!r}.")
+    if on_uncertain not in ON_UNCERTAIN:
+        raise ValueError(f"on_uncertain must be 'resend' or 'skip', got {on_uncertain!r}.")
+    own_key = idempotency_key_field
+    if own_key is not None and not (isinstance(own_key, str) and own_key):
+        raise ValueError("idempotency_key_field must be a recipient dict key (a non-empty string) or None.")
+    if (
+        isinstance(max_listed_outcomes, bool)
+        or not isinstance(max_listed_outcomes, int)
+        or not (0 <= max_listed_outcomes <= 100_000)
+    ):
+        raise ValueError(f"max_listed_outcomes must be between 0 and 100000, got {max_listed_outcomes!r}.")
 
 
 class RenderError(Exception):
@@ -135,6 +180,26 @@ def _environment() -> Any:
             return null(obj, attribute) if value is None and isinstance(obj, Mapping) else value
 
     return Environment
+
+
+def renders_as_itself(text: str, env: Any) -> bool:
+    """
+    Whether Airflow's rendering of ``text`` in the Jinja environment ``env`` gives ``text`` back.
+
+    True only when nothing in it is Jinja's to change: no delimiter of ``env``, no line break
+    its lexer rewrites, no trailing newline it drops, and ``env`` is not native (where ``"12"``
+    would become ``12``).
+    """
+    from jinja2.nativetypes import NativeEnvironment
+
+    if isinstance(env, NativeEnvironment) or env.line_statement_prefix or env.line_comment_prefix:
+        return False
+    if "\r" in text or (env.newline_sequence != "\n" and "\n" in text):
+        return False
+    if text.endswith("\n") and not env.keep_trailing_newline:
+        return False
+    markers = (env.block_start_string, env.variable_start_string, env.comment_start_string)
+    return not any(marker in text for marker in markers)
 
 
 def recipient_problem(recipient: Any) -> str | None:
