@@ -1,8 +1,9 @@
 """
 The bulk engine behind :meth:`VantaxHook.asend_many`: many sends through one hook, concurrently.
 
-A fixed pool of worker tasks pulls from one shared iterator, so memory stays flat however many
-recipients there are (10,000 recipients never means 10,000 coroutines).  Pacing, Retry-After
+One feeder takes items from the iterator as slots free up (or a few ahead) and a fixed pool of
+senders sends them, so memory stays flat however many recipients there are (10,000 recipients
+never means 10,000 coroutines).  Pacing, Retry-After
 pauses and retries stay in the hook (``asend_request`` / ``aget_message``); nothing here retries.
 """
 
@@ -39,6 +40,8 @@ OnOutcome = Callable[[SendOutcome], None]
 OnTick = Callable[[BulkProgress], Awaitable[None]]
 #: Called with each item as it is taken; what it returns (if anything) is awaited before the send.
 Admit = Callable[[BulkItem], Awaitable[None] | None]
+#: Called with each item that was taken and never sent, when the batch stops on an error.
+OnUnsent = Callable[[BulkItem], None]
 
 
 async def asend_many(
@@ -51,6 +54,7 @@ async def asend_many(
     tick_interval: float = 1.0,
     admit: Admit | None = None,
     ahead: int = 0,
+    on_unsent: OnUnsent | None = None,
     repeat_uncertain: bool = True,
 ) -> BulkProgress:
     """
@@ -65,6 +69,8 @@ async def asend_many(
     returns is awaited before the item's request starts (a write-ahead record).  Items are taken
     when a slot is free, or up to ``ahead`` items earlier, so that a slow admission overlaps the
     requests in flight: at most ``max_concurrency + ahead`` items are taken and not finished.
+    When the batch stops on an error, ``on_unsent`` gets each item that was taken and whose
+    request never started (known not sent).
     ``repeat_uncertain=False`` never repeats a request that may have created its message (a read
     timeout, a 500/502/504), even under an idempotency key: for a service that does not
     deduplicate; such a failure is reported with ``maybe_sent``.
@@ -77,6 +83,7 @@ async def asend_many(
     progress = BulkProgress(started=time.monotonic())
     window = asyncio.Semaphore(max_concurrency + ahead)  # taken and not finished
     taken: asyncio.Queue[tuple[BulkItem, Awaitable[None] | None] | None] = asyncio.Queue()
+    unsent: dict[int, BulkItem] = {}  # taken, request not started: by position
 
     async def feeder() -> None:
         try:
@@ -85,8 +92,9 @@ async def asend_many(
                 item = next(iterator, None)
                 if item is None:
                     break
+                unsent[item[0]] = item
                 taken.put_nowait((item, None if admit is None else admit(item)))
-        finally:  # the end, or an error: the senders stop once they have sent what was taken
+        finally:  # the end, or an error: one stop sign per sender
             for _ in range(max_concurrency):
                 taken.put_nowait(None)
 
@@ -95,6 +103,7 @@ async def asend_many(
             (index, request, key), admission = entry
             if admission is not None:
                 await admission
+            del unsent[index]
             progress.in_flight += 1
             try:
                 message = await hook.asend_request(
@@ -112,7 +121,14 @@ async def asend_many(
                 on_outcome(outcome)
             window.release()
 
-    await _run_pool([feeder(), *(sender() for _ in range(max_concurrency))], progress, on_tick, tick_interval)
+    try:
+        await _run_pool(
+            [feeder(), *(sender() for _ in range(max_concurrency))], progress, on_tick, tick_interval
+        )
+    finally:
+        if on_unsent is not None:
+            for item in unsent.values():  # empty unless the batch stopped on an error
+                on_unsent(item)
     return progress
 
 

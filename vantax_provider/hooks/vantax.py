@@ -1,4 +1,4 @@
-"""The Vantax hook: the connection, pooled sync and async HTTP clients, retries and typed errors."""
+"""The Vantax hook: the public API over the connection, its HTTP transport (``_transport``) and its waits."""
 
 from __future__ import annotations
 

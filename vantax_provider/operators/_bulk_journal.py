@@ -224,13 +224,15 @@ class Journal:
     async def flush(self) -> bool:
         waiting, self._waiting = self._waiting, []
         ok = True
-        if self.store is not None and (self.dirty or waiting):
-            if not self.loaded:
-                await asyncio.to_thread(self.load)
-            ok = self.loaded and await self._write()
-        for _, future in waiting:
-            if not future.done():
-                future.set_result(None)  # admitted: written, or the store failed and we carry on
+        try:
+            if self.store is not None and (self.dirty or waiting):
+                if not self.loaded:
+                    await asyncio.to_thread(self.load)
+                ok = self.loaded and await self._write()
+        finally:  # also after a bug in the write: no request may wait for ever
+            for _, future in waiting:
+                if not future.done():
+                    future.set_result(None)  # admitted: written, or the store failed and we carry on
         return ok
 
     async def close(self) -> None:

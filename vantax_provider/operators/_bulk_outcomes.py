@@ -68,6 +68,10 @@ class Batch:
     def admit(self, item: BulkItem) -> Awaitable[None] | None:
         return self.journal.admit(self.identities[item[0]])
 
+    def unsent(self, item: BulkItem) -> None:
+        """An admitted message whose request never started (the batch stopped): known not sent."""
+        self.journal.finished(self.identities.pop(item[0]), sent=False)
+
     def record(self, outcome: SendOutcome) -> None:
         entry: dict[str, Any] = {"index": outcome.index, "conversation_id": outcome.conversation_id}
         ident = self.identities.pop(outcome.index)

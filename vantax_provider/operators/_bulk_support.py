@@ -187,13 +187,19 @@ def renders_as_itself(text: str, env: Any) -> bool:
     Whether Airflow's rendering of ``text`` in the Jinja environment ``env`` gives ``text`` back.
 
     True only when nothing in it is Jinja's to change: no delimiter of ``env``, no line break
-    its lexer rewrites, no trailing newline it drops, and ``env`` is not native (where ``"12"``
-    would become ``12``).
+    its lexer rewrites, no trailing newline it drops, no extension that rewrites the source, and
+    ``env`` is not native (where ``"12"`` would become ``12``).  The caller also checks that its
+    operator does not render natively on its own.
     """
+    from jinja2.ext import Extension
     from jinja2.nativetypes import NativeEnvironment
 
     if isinstance(env, NativeEnvironment) or env.line_statement_prefix or env.line_comment_prefix:
         return False
+    for extension in env.extensions.values():
+        kind = type(extension)
+        if kind.preprocess is not Extension.preprocess or kind.filter_stream is not Extension.filter_stream:
+            return False
     if "\r" in text or (env.newline_sequence != "\n" and "\n" in text):
         return False
     if text.endswith("\n") and not env.keep_trailing_newline:

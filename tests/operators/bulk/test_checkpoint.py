@@ -210,6 +210,44 @@ def test_max_uncertain_bounds_what_the_journal_lists(nodedup, context, monkeypat
     assert len(created) == 120 and max(created.values()) == 1
 
 
+def test_an_error_leaves_only_started_requests_uncertain(nodedup, context, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """
+    An unexpected error stops the batch while messages are listed ahead: those whose request never
+    started are recorded as not sent, so the retry sends them instead of calling them maybe_sent.
+    """
+    from vantax_provider.hooks.vantax import VantaxHook
+    from vantax_provider.operators._bulk_support import Renderer
+
+    store = SlowStore()
+    started: set[int] = set()
+    send, render = VantaxHook.asend_request, Renderer.render
+
+    async def counted(self: VantaxHook, request: Any, *, idempotency_key: Any = None, **kw: Any) -> Any:
+        started.add(identity(idempotency_key))
+        return await send(self, request, idempotency_key=idempotency_key, **kw)
+
+    def breaking(self: Renderer, recipient: Any) -> Any:
+        if recipient["n"] == 30:
+            raise RuntimeError("a bug in a template filter")
+        return render(self, recipient)
+
+    monkeypatch.setattr(VantaxHook, "asend_request", counted)
+    monkeypatch.setattr(Renderer, "render", breaking)
+    nodedup.configure(latency_ms=40)
+    with pytest.raises(RuntimeError, match="template filter"):
+        _op(_rows(60), max_concurrency=2, max_uncertain=12).execute(context(store))
+    intent = set(unpack(store.get(HEAD_KEY)["intent"]))
+    assert intent <= started, f"{len(intent - started)} never-started messages left uncertain"
+    monkeypatch.setattr(Renderer, "render", render)
+    retry = _op(_rows(60), max_concurrency=2, max_uncertain=12, on_uncertain="skip").execute(context(store))
+    assert retry["maybe_sent"] == len(intent)
+    assert retry["sent"] + retry["skipped_already_sent"] + retry["maybe_sent"] == 60
+    maybe = {o["conversation_id"] for o in retry["outcomes"] if o["outcome"] == "maybe_sent"}
+    created = _created(nodedup)
+    assert max(created.values()) == 1  # nobody twice
+    assert {f"conv_k{i}" for i in range(60)} - maybe <= set(created)  # everyone else once
+
+
 @pytest.mark.parametrize("value", [3, 4097, True, 8.0, "8"])
 def test_max_uncertain_is_checked(value: Any) -> None:
     with pytest.raises(ValueError, match=r"max_uncertain must be None or between max_concurrency \(4\)"):
