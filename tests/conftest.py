@@ -86,8 +86,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 #: The deferral settle time (``[vantax] deferral_settle_seconds``) guards against a race in Airflow's
-#: scheduler, which ``dag.test()`` does not have: it would add 10 s to every deferred wait there.
-#: Tests marked ``real_settle`` and every end-to-end test keep the product default.
+#: scheduler.  ``dag.test()`` has none, and the triggers do not hold there; a test that runs a
+#: deferred task's trigger itself would wait 10 s.  Tests marked ``real_settle`` and every
+#: end-to-end test keep the product default.
 SETTLE_ENV = "AIRFLOW__VANTAX__DEFERRAL_SETTLE_SECONDS"
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sized
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sized
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,9 +36,11 @@ __all__ = [
     "AirflowSkipException",
     "aget_xcom",
     "airflow_home",
+    "async_connection_lookup",
     "check_render_step",
     "conf_seconds",
     "default_deferrable",
+    "in_process_supervisor",
     "keep_xcom_values_literal",
     "object_storage_path",
     "render_text",
@@ -243,22 +246,87 @@ def template_dag(dag: Any) -> Any:
     return parsed
 
 
+def in_process_supervisor() -> bool:
+    """
+    Whether Airflow runs this task or trigger in-process, under ``dag.test()`` or ``airflow dags test``.
+
+    There the task SDK's channel to its supervisor (``task_runner.SUPERVISOR_COMMS``) is an
+    ``InProcessSupervisorComms`` (``airflow.sdk.execution_time.supervisor``, Airflow 3.1 to 3.3):
+    it has a blocking ``send`` but no ``asend``, so the SDK's async calls (``XCom.aget_one``)
+    fail on it, and a deferred task's trigger runs in line right after the deferral, with no
+    scheduler and no triggerer.  In a worker or the triggerer the channel has ``asend``.
+
+    Raises :class:`AirflowException` for a channel that is neither: an Airflow whose internals
+    changed, where neither the async nor the blocking path is known to work.
+    """
+    import sys
+
+    from airflow.sdk.execution_time import task_runner
+
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    if comms is None:  # outside a task or trigger (a script, a unit test): nothing to ask
+        return False
+    # Not imported here: a channel of that class means its module is loaded already.
+    supervisor = sys.modules.get("airflow.sdk.execution_time.supervisor")
+    in_process = getattr(supervisor, "InProcessSupervisorComms", None)
+    if isinstance(in_process, type) and isinstance(comms, in_process):
+        return True
+    if callable(getattr(comms, "asend", None)):
+        return False
+    from importlib.metadata import version
+
+    raise AirflowException(
+        f"This Airflow ({version('apache-airflow-core')}) talks to its supervisor through "
+        f"{type(comms).__name__}, which has no asend() and is not dag.test()'s InProcessSupervisorComms; "
+        "vantax-provider does not know how to read XComs there. Use a supported Airflow version "
+        "(see docs/compatibility.md)."
+    )
+
+
 async def aget_xcom(*, key: str, dag_id: str, task_id: str, run_id: str, map_index: int) -> Any:
     """
     One XCom value of a task instance, read from a trigger (the triggerer answers ``GetXCom``).
 
     Airflow 3.3 has ``XCom.aget_one``; 3.1 and 3.2 only the blocking ``XCom.get_one``, run in a thread.
-    ``XCom`` is the configured backend, so a custom backend (object storage) is honoured.
+    Under ``dag.test()`` (see :func:`in_process_supervisor`) the blocking read is used on every
+    version: the in-process channel has no async send.  ``XCom`` is the configured backend, so a
+    custom backend (object storage) is honoured.
     """
     from airflow.sdk.execution_time.xcom import XCom
 
     aget_one = getattr(XCom, "aget_one", None)
-    if aget_one is not None:
+    if aget_one is not None and not in_process_supervisor():
         return await aget_one(key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index)
     from asgiref.sync import sync_to_async
 
     get_one = sync_to_async(XCom.get_one)
     return await get_one(key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index)
+
+
+def async_connection_lookup() -> Callable[..., Awaitable[Any]] | None:
+    """
+    ``get_async_connection(conn_id, hook=...)`` of apache-airflow-providers-common-compat, or None.
+
+    ``hook=`` came in common-compat 1.17.0: 1.8.0 to 1.16.0 have the function without it, and
+    without it it ignores the hook (and, before Airflow 3.3.2, masks secrets with a blocking call
+    on the event loop); older versions have no such function.  None tells the caller to use the
+    synchronous lookup in a worker thread instead.  The signature is read once per function.
+    """
+    try:
+        from airflow.providers.common.compat.connection import get_async_connection
+    except ImportError:  # common-compat < 1.8.0
+        return None
+    return get_async_connection if _takes_hook(get_async_connection) else None
+
+
+@functools.lru_cache(maxsize=4)
+def _takes_hook(function: Callable[..., Any]) -> bool:
+    import inspect
+
+    try:
+        return "hook" in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # no readable signature: do not guess
+        return False
 
 
 def object_storage_path(uri: str, conn_id: str | None = None) -> Any:

@@ -59,3 +59,82 @@ def test_a_connection_missing_everywhere_is_still_not_found(async_lookup_misses:
         asyncio.run(aget_connection("vantax_nowhere", VantaxHook("vantax_nowhere")))
     assert type(raised.value).__name__ == "AirflowNotFoundException"
     assert async_lookup_misses == ["vantax_nowhere"]
+
+
+# -- every version of apache-airflow-providers-common-compat -------------------------------------
+# ``get_async_connection`` takes ``hook=`` from 1.17.0; 1.8.0 to 1.16.0 have it without (the 1.16
+# signature is ``(conn_id: str)``); 1.7.x (the Airflow 3.1 floor's) has no such function.
+
+
+@pytest.fixture
+def common_compat_1_16(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """common-compat's connection module as 1.16.0 shapes it: ``get_async_connection(conn_id)``."""
+    import sys
+    import types
+
+    from asgiref.sync import sync_to_async
+
+    calls: list[tuple[Any, ...]] = []
+
+    async def get_async_connection(conn_id: str) -> Any:
+        from airflow.sdk.bases.hook import BaseHook
+
+        calls.append((conn_id,))
+        return await sync_to_async(BaseHook.get_connection)(conn_id=conn_id)
+
+    module = types.ModuleType("airflow.providers.common.compat.connection")
+    module.get_async_connection = get_async_connection  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return calls
+
+
+def test_a_common_compat_without_the_hook_parameter_still_finds_the_connection(
+    common_compat_1_16: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = {"conn_type": "vantax", "host": "http://127.0.0.1:8040", "password": KEY}
+    monkeypatch.setenv("AIRFLOW_CONN_VANTAX_LOOKUP", json.dumps(conn))
+    found = asyncio.run(aget_connection("vantax_lookup", VantaxHook("vantax_lookup")))
+    assert found.conn_id == "vantax_lookup" and found.password == KEY and found.host == conn["host"]
+
+
+def test_a_deferred_wait_completes_with_a_common_compat_without_the_hook_parameter(
+    common_compat_1_16: list[tuple[Any, ...]], vantax_conn: str, vantax_emulator: Any
+) -> None:
+    """What a user of Airflow 3.2 with common-compat 1.16 met: the message was sent, the wait failed."""
+    from vantax_provider.triggers.vantax import VantaxMessagesStatusTrigger, VantaxMessageStatusTrigger
+
+    hook = VantaxHook(vantax_conn)
+    try:
+        message_id = hook.send_message("conv_compat", channel="facebook", content="hello").id
+    finally:
+        hook.close()
+
+    async def first(trigger: Any) -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    one = asyncio.run(first(VantaxMessageStatusTrigger("conv_compat", message_id, poll_interval=0.05)))
+    assert (one["status"], one["delivery_status"]) == ("success", "delivered"), one
+    many = asyncio.run(first(VantaxMessagesStatusTrigger([["conv_compat", message_id]], poll_interval=0.05)))
+    assert many["status"] == "success" and many["counts"]["success"] == 1, many
+    gets = [r for r in vantax_emulator.requests() if r["method"] == "GET"]
+    assert {r["message_id"] for r in gets} == {message_id}
+
+
+def test_the_signature_of_common_compats_function_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    from vantax_provider._compat import async_connection_lookup
+
+    async def with_hook(conn_id: str, hook: Any = None) -> Any: ...
+    async def without_hook(conn_id: str) -> Any: ...
+
+    compat = pytest.importorskip("airflow.providers.common.compat.connection")
+    read: list[Any] = []
+    real_signature = inspect.signature
+    monkeypatch.setattr(inspect, "signature", lambda f, *a, **k: read.append(f) or real_signature(f, *a, **k))
+    for function, expected in [(with_hook, with_hook), (without_hook, None)]:
+        monkeypatch.setattr(compat, "get_async_connection", function)
+        assert [async_connection_lookup() for _ in range(3)] == [expected] * 3
+    assert read == [with_hook, without_hook]

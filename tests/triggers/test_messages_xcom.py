@@ -96,3 +96,24 @@ def test_the_event_lists_at_most_the_cap() -> None:
     assert len(event["statuses"]) == MAX_LISTED_STATUSES and event["statuses_omitted"] == 500
     assert set(event["statuses"].values()) == {"failed"}
     assert len(json.dumps(event)) < 64 * 1024
+
+
+def test_the_supervisor_channel_is_told_apart(ti: FakeTI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task SDK's channel: a triggerer's (asend), none, or one this provider does not know."""
+    from vantax_provider._compat import AirflowException, in_process_supervisor
+
+    assert in_process_supervisor() is False  # the fake triggerer channel has asend
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", None)
+    assert in_process_supervisor() is False  # outside a task or trigger
+
+    class BlockingOnly:  # neither asend nor dag.test()'s InProcessSupervisorComms
+        def send(self, msg: Any) -> Any: ...
+
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", BlockingOnly())
+    with pytest.raises(AirflowException, match=r"through BlockingOnly, which has no asend\(\)"):
+        in_process_supervisor()
+    trigger = VantaxMessagesStatusTrigger(messages_xcom=_ref(ti), **FAST)
+    if hasattr(XCom, "aget_one"):  # where the read would ask the channel which way to go
+        event = first_event(trigger)
+        assert event["status"] == "error" and "BlockingOnly, which has no asend()" in event["message"]
+        assert len(event["message"]) < 500

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
 from vantax_provider import contract
+from vantax_provider._compat import async_connection_lookup, in_process_supervisor
 from vantax_provider.exceptions import VantaxConfigurationError
 from vantax_provider.hooks._retry import RetryPolicy
 from vantax_provider.models import PHONE_CHANNELS, SendMessageRequest, build_send_request
@@ -296,18 +297,19 @@ async def aget_connection(conn_id: str, hook: BaseHook) -> Connection:
     """
     The connection ``conn_id``, looked up without blocking the event loop.
 
-    Airflow's async lookup misses a connection stored in the metadata DB (``airflow connections
-    add``) when a trigger runs in-process under ``airflow dags test`` (3.3.2): its in-process
-    supervisor channel has no async request, so the lookup ends in "isn't defined".  A not-found
-    answer is therefore asked again through the synchronous lookup, in a worker thread, which
-    goes through the same secrets backends and masks the same secrets.
+    Through common-compat's ``get_async_connection(conn_id, hook=...)`` where it exists (see
+    ``async_connection_lookup``); else, and under ``airflow dags test`` / ``dag.test()``, through
+    the synchronous lookup in a worker thread, which goes through the same secrets backends and
+    masks the same secrets.  There Airflow's async lookup cannot reach the metadata DB (the
+    in-process supervisor channel has no async request) and answers "isn't defined" for a
+    connection made with ``airflow connections add``; a not-found answer of the async lookup is
+    asked again through the synchronous one all the same.
     """
     from asgiref.sync import sync_to_async
 
     getter: Callable[..., Any] = sync_to_async(hook.get_connection)
-    try:
-        from airflow.providers.common.compat.connection import get_async_connection
-    except ImportError:  # pragma: no cover - older common-compat provider
+    lookup = async_connection_lookup()
+    if lookup is None or in_process_supervisor():
         conn: Connection = await getter(conn_id)
         return conn
     try:
@@ -316,11 +318,11 @@ async def aget_connection(conn_id: str, hook: BaseHook) -> Connection:
         from airflow.exceptions import AirflowNotFoundException  # type: ignore[attr-defined]
 
     try:
-        return await get_async_connection(conn_id, hook=hook)
+        conn = await lookup(conn_id, hook=hook)
     except AirflowNotFoundException:
         hook.log.debug("The async lookup did not find %r; asking the sync lookup.", conn_id)
         conn = await getter(conn_id)
-        return conn
+    return conn
 
 
 def request_with_defaults(
