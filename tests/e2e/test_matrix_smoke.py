@@ -80,9 +80,10 @@ def test_send_defer_resume_through_the_triggerer(tmp_path: Path, vantax_emulator
         tis = {
             ti["task_id"]: (ti["state"], ti["try_number"]) for ti in cluster.task_instances(DAG_ID, run_id)
         }
-        if state != "success":
-            pytest.fail(f"the run ended {state}: {tis}\n{cluster.dump_logs()}")
         seen = {task: cluster.states_seen(DAG_ID, run_id, task) for task in DEFERRED_TASKS}
+    if state != "success":  # after the cluster stopped: its logs are dumped once, here
+        logs = cluster.dump_logs(tail=400)
+        pytest.fail(f"the run ended {state}: {tis}\n" + "\n".join(_errors(logs)) + f"\n{logs}")
     assert tis == {task: ("success", 1) for task in ("send_and_wait", "send", "wait", "bulk")}, tis
     assert all("deferred" in states for states in seen.values()), seen
 
@@ -91,6 +92,13 @@ def test_send_defer_resume_through_the_triggerer(tmp_path: Path, vantax_emulator
     expected.update(f"smoke bulk {n} {run_id}" for n in range(BULK))
     assert Counter(m["body"]["content"] for m in messages) == expected
     assert {m["status"] for m in messages} == {"delivered"}
+
+
+def _errors(logs: str) -> list[str]:
+    """Each distinct trigger error and task exception in the logs, on a line of its own, first."""
+    triggers = re.findall(r"exited with error ([^\"\[\n]{1,300})", logs)
+    tasks = re.findall(r'"exc_type":"(\w+)","exc_value":"([^"]{0,300})"', logs)
+    return sorted({f"trigger: {t.strip()}" for t in triggers} | {f"task: {t}: {v}" for t, v in tasks})
 
 
 def _declared(extra: str = "") -> list[Requirement]:
