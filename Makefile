@@ -7,21 +7,33 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 CONSTRAINTS := requirements/constraints.txt
 STAMP := $(VENV)/.installed
-# The oldest supported Airflow gets its own environment; the unit suite runs on both.
+# The other tested Airflow versions, each in .venv-NAME, pinned by requirements/constraints-NAME.txt
+# (docs/compatibility.md has the table):
+#   airflow-3.1         3.1.1, the tested floor: the unit suite and the smoke (make test)
+#   airflow-3.1-latest  the latest 3.1 release: the smoke (make test-matrix)
+#   airflow-3.2         the latest 3.2 release: the smoke (make test-matrix)
+#   floors              3.1.1 with every library the provider imports at its declared floor: the
+#                       smoke (make test-matrix)
+# Each is built on first use (about 20 s with a warm download cache).
 VENV31 := .venv-airflow-3.1
 PY31 := $(VENV31)/bin/python
-CONSTRAINTS31 := requirements/constraints-airflow-3.1.txt
 STAMP31 := $(VENV31)/.installed
+# The environments of `make test-matrix` (the floor's smoke runs in `make test`).
+MATRIX_ENVS := airflow-3.1-latest airflow-3.2 floors
+# The DAG-run smoke (tests/e2e/test_matrix_smoke.py): send, defer and resume through a real
+# triggerer, a deferred sensor and a bulk wait.
+SMOKE := tests/e2e/test_matrix_smoke.py
 # What the style gates look at (only the folders that exist).
 LINT_PATHS = $(wildcard vantax_provider tests example_dags bench demo tools)
-# The Airflow 3.1 run: no slow and no end-to-end tests.
+# The Airflow 3.1 run: no slow and no end-to-end tests but the smoke.
 UNIT_MARKERS := not slow and not e2e
 # Keep tests and tools off any Airflow home the user may have.
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: venv venv-airflow-3.1 demo test test-unit test-airflow-3.1 test-all test-slow bench \
-	lint format-check typecheck imports docs docs-serve dist clean lock
+.PHONY: venv venv-airflow-3.1 venv-airflow-3.1-latest venv-airflow-3.2 venv-floors demo test test-unit \
+	test-airflow-3.1 test-matrix test-all test-slow bench lint format-check typecheck imports docs \
+	docs-serve dist clean lock
 
 venv: $(STAMP)
 
@@ -31,33 +43,58 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m uv pip install -q -p $(PY) -c $(CONSTRAINTS) -e ".[dev]"
 	@touch $@
 
-venv-airflow-3.1: $(STAMP31)
+venv-airflow-3.1: .venv-airflow-3.1/.installed
+venv-airflow-3.1-latest: .venv-airflow-3.1-latest/.installed
+venv-airflow-3.2: .venv-airflow-3.2/.installed
+venv-floors: .venv-floors/.installed
 
-$(STAMP31): pyproject.toml $(CONSTRAINTS31)
-	@test -x $(PY31) || $(PYTHON) -m venv $(VENV31)
-	@$(PY31) -m uv --version >/dev/null 2>&1 || $(PY31) -m pip install -q "uv==$(UV_VERSION)"
-	$(PY31) -m uv pip install -q -p $(PY31) -c $(CONSTRAINTS31) -e ".[dev]"
+# One rule for every Airflow version's environment: the dev tools and the provider (editable) under
+# that version's constraints.
+.venv-%/.installed: pyproject.toml requirements/constraints-%.txt
+	@test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
+	@$(@D)/bin/python -m uv --version >/dev/null 2>&1 || $(@D)/bin/python -m pip install -q "uv==$(UV_VERSION)"
+	$(@D)/bin/python -m uv pip install -q -p $(@D)/bin/python -c requirements/constraints-$*.txt -e ".[dev]"
+	@touch $@
+
+# The floors environment holds only what the smoke needs (the dev tools' floors are not what is
+# tested): exactly the pinned set, then the provider without dependencies.
+.venv-floors/.installed: pyproject.toml requirements/constraints-floors.txt
+	@test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
+	@$(@D)/bin/python -m uv --version >/dev/null 2>&1 || $(@D)/bin/python -m pip install -q "uv==$(UV_VERSION)"
+	$(@D)/bin/python -m uv pip install -q -p $(@D)/bin/python -r requirements/constraints-floors.txt
+	$(@D)/bin/python -m uv pip install -q -p $(@D)/bin/python --no-deps -e .
 	@touch $@
 
 demo: $(STAMP)
 	$(PY) -m demo
 
 # Gates first (cheap), then the two suites side by side, one on each of two cores (each is mostly
-# one busy process). Each suite's output is printed whole when it ends (--output-sync), so the
-# last lines are a pytest summary; the build of both environments comes first, one at a time.
+# one busy process): the latest Airflow (3.3) and the floor (3.1.1), each with the smoke. Each
+# suite's output is printed whole when it ends (--output-sync), so the last lines are a pytest
+# summary; the build of both environments comes first, one at a time.  The other versions' smokes
+# are test-matrix, which .ci/run runs after this.
 test: lint format-check typecheck imports docs $(STAMP31)
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-airflow-3.1 test-unit
 
 # Every test not marked slow, on the pinned Airflow: unit tests, the docs examples, the fault matrix,
-# and the end-to-end scheduler/triggerer test (marked e2e, not slow).
+# and the tests marked e2e but not slow, among them the smoke (tests/e2e/test_matrix_smoke.py).
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 # Tests marked airflow_3_3 use features that 3.1 lacks (task_state_store): tests/conftest.py skips
-# them there. The reliability suites run on the pinned Airflow only.
+# them there. The reliability suites run on the pinned Airflow only; of the e2e tests, the smoke.
 test-airflow-3.1: $(STAMP31)
-	$(PY31) -m pytest -q -m "$(UNIT_MARKERS) and not airflow_3_3 and not single_env" \
+	$(PY31) -m pytest -q -m "($(UNIT_MARKERS) and not airflow_3_3 and not single_env) or matrix" \
 		--ignore=tests/reliability
+
+# The smoke on the other versions (MATRIX_ENVS), one environment after the other (a deployment keeps
+# both cores busy while it starts); -k runs them all even when one fails.  `make smoke-airflow-3.2`
+# (or smoke-NAME for any .venv-NAME, airflow-3.1 too) builds one environment and runs its smoke.
+test-matrix:
+	@$(MAKE) --no-print-directory -k $(addprefix smoke-,$(MATRIX_ENVS))
+
+smoke-%: .venv-%/.installed
+	VANTAX_EXPECT_FLOORS=$(if $(filter floors,$*),1,0) .venv-$*/bin/python -m pytest -q -m matrix $(SMOKE)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
@@ -97,12 +134,29 @@ dist: $(STAMP)
 	$(PY) -m uv build -q --out-dir dist
 	$(PY) -m twine check --strict dist/*
 
-# Re-pin after editing pyproject.toml's dependencies.  The 3.1 environment is resolved as of
-# shortly after Airflow 3.1.0's release, so that its dependencies are ones it was tested with.
+# Re-pin after editing pyproject.toml's dependencies (uv keeps every pin it can from the existing
+# file).  Each other Airflow version is resolved as of its release week, so that its libraries are
+# the ones it was released with, as Airflow's own constraints file for it gives them:
+#   3.1.1 released 2025-10-27, 3.1.8 2026-03-11, 3.2.2 2026-05-29.
+# The floors: Airflow 3.1.1's pins with every dependency of pyproject.toml at its lowest allowed
+# version (lowest-direct).  Its file starts as the 3.1 one less those dependencies' lines (FLOOR_DEPS),
+# so that uv keeps the rest of 3.1.1's pins: later releases of its libraries (structlog 25.5,
+# published the day 3.1.1 was) break it.  A floor raised to a release made after 2025-11-01 needs
+# --exclude-newer-package NAME=DATE on that line; a dependency missing from FLOOR_DEPS keeps 3.1.1's
+# pin, which the floors smoke reports (tests/e2e/test_matrix_smoke.py).
+FLOOR_DEPS := apache-airflow|apache-airflow-providers-common-compat|asgiref|httpx|pydantic|jinja2|uvicorn
+LOCK := $(PY) -m uv pip compile -q -p 3.11
 lock: $(STAMP)
-	$(PY) -m uv pip compile -q pyproject.toml --extra dev -p 3.11 -o $(CONSTRAINTS)
-	$(PY) -m uv pip compile -q pyproject.toml --extra dev -p 3.11 -c requirements/airflow-3.1.in \
-		--exclude-newer 2025-11-01 -o $(CONSTRAINTS31)
+	$(LOCK) pyproject.toml --extra dev -o $(CONSTRAINTS)
+	$(LOCK) pyproject.toml --extra dev -c requirements/airflow-3.1.in --exclude-newer 2025-11-01 \
+		-o requirements/constraints-airflow-3.1.txt
+	$(LOCK) pyproject.toml --extra dev -c requirements/airflow-3.1-latest.in --exclude-newer 2026-03-16 \
+		-o requirements/constraints-airflow-3.1-latest.txt
+	$(LOCK) pyproject.toml --extra dev -c requirements/airflow-3.2.in --exclude-newer 2026-06-03 \
+		-o requirements/constraints-airflow-3.2.txt
+	grep -v -E '^($(FLOOR_DEPS))==' requirements/constraints-airflow-3.1.txt > requirements/constraints-floors.txt
+	$(LOCK) pyproject.toml requirements/floors.in --extra emulator --resolution lowest-direct \
+		--exclude-newer 2025-11-01 -o requirements/constraints-floors.txt
 
 clean:
 	rm -rf $(VENV) .venv-* dist build site .mypy_cache .ruff_cache
