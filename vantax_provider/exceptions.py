@@ -176,6 +176,27 @@ class VantaxTransportError(VantaxError):
         super().__init__(message, method=method, path=path, url=url)
 
 
+class VantaxProxyError(VantaxTransportError):
+    """
+    The proxy of the connection's ``proxy`` extra refused or failed the request (a 407, a refused
+    ``CONNECT``): nothing reached Vantax, so ``maybe_sent`` is False.
+
+    :param status_code: the proxy's HTTP status, when it answered with one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        self.maybe_sent = False
+        VantaxError.__init__(self, message, status_code=status_code, method=method, path=path, url=url)
+
+
 class VantaxRequestError(VantaxError):
     """
     The HTTP library refused to build the request (e.g. an illegal header value): nothing was

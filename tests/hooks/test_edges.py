@@ -166,7 +166,8 @@ def test_proxies_from_the_environment_are_not_used(
 
 def test_the_proxy_extra_is_used_and_checked(canned: Canned, conn: Callable[..., VantaxHook]) -> None:
     canned.answer(201, json.dumps({"success": True, "data": {"id": "msg_via_proxy", "status": "queued"}}))
-    hook = conn("http://127.0.0.1:9", extra={"proxy": canned.url})
+    # A plain-http base through a proxy needs the opt-in, for a loopback proxy (test_network_edges).
+    hook = conn("http://127.0.0.1:9", extra={"proxy": canned.url, "allow_plain_http_proxy": True})
     assert hook.send_message("conv_proxy", **IG).id == "msg_via_proxy"  # type: ignore[arg-type]
     assert canned.received[0]["path"] == "http://127.0.0.1:9/v1/conversations/conv_proxy/messages"
     for bad in ("ftp://proxy.example.com", "proxy.example.com:8080", "http://", 8080):
@@ -354,12 +355,17 @@ def test_the_test_button_wants_the_error_envelope_on_404(
 
 
 def test_the_test_button_accepts_a_right_key_and_refuses_a_wrong_one(
-    make_hook: Callable[..., VantaxHook],
+    make_hook: Callable[..., VantaxHook], vantax_emulator: Emulator
 ) -> None:
-    assert make_hook().test_connection() == (
-        True,
-        "Connection to Vantax succeeded: the API key was accepted.",
-    )
+    ok, text = make_hook().test_connection()
+    assert ok is True and "the API key was accepted and a made-up key refused" in text
+    assert [(r["method"], r["authorization_ok"], r["status"]) for r in vantax_emulator.requests()] == [
+        ("GET", False, 401),  # no key
+        ("GET", False, 401),  # a made-up key
+        ("GET", True, 404),  # the key: "Message not found"
+        ("GET", True, 404),  # a path that is no route: "Not found"
+    ]
+    assert vantax_emulator.requests()[3]["kind"] is None  # the emulator routed it nowhere
     ok, text = make_hook(api_key="vx_test_wrong").test_connection()
     assert not ok and "refused the API key" in text
 
@@ -433,7 +439,7 @@ def test_the_bulk_result_holds_no_key_and_bounded_reasons(
 ) -> None:
     """A pasted key, and a server that echoes it in a huge 400: the bulk result XCom holds neither."""
     from tests.reliability._support import make_context
-    from vantax_provider.hooks._wire import secret_forms
+    from vantax_provider.hooks._scrub import secret_forms
     from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
     key = "vx_test_BULKCANARY0123456789"

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from tests.hooks._canned import Canned, canned_server
 from tests.reliability._support import figures
 from vantax_provider.exceptions import MAX_ERROR_TEXT, MAX_SERVER_TEXT, VantaxError
-from vantax_provider.hooks._wire import secret_forms
+from vantax_provider.hooks._scrub import secret_forms
 from vantax_provider.hooks.vantax import VantaxHook
 from vantax_provider.models import Message, check_id
 

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from tests.hooks._canned import Canned, canned_server
 from tests.reliability._support import figures
 from vantax_provider.exceptions import MAX_ERROR_TEXT, VantaxConfigurationError
+from vantax_provider.hooks._scrub import secret_forms
 from vantax_provider.hooks._settings import settings_from_connection
-from vantax_provider.hooks._wire import secret_forms
 from vantax_provider.hooks.vantax import VantaxHook
 
 SUITE = "connection-settings"

@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -59,6 +60,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False
+
+
 def _split(url: str, what: str) -> SplitResult:
     try:
         parts = urlsplit(url)
@@ -93,6 +101,8 @@ def normalise_base_url(host: str | None, schema: str | None = None, port: int | 
         scheme = scheme_field.lower()
     elif scheme_field:
         base_path = "/" + scheme_field
+    if "://" not in raw and _is_ipv6(raw):
+        raw = f"[{raw}]"  # a connection URI's host is stored without its brackets
     if "://" in raw:
         if scheme is not None and not raw.lower().startswith(scheme + "://"):
             raise VantaxConfigurationError(
@@ -244,6 +254,40 @@ def _http_url(extra: dict[str, Any], name: str, schemes: tuple[str, ...]) -> str
     return value
 
 
+def _flag(extra: dict[str, Any], name: str) -> bool:
+    value = extra.get(name)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("", "true", "false"):
+        return value.strip().lower() == "true"
+    raise VantaxConfigurationError(f"Connection extra {name!r} must be true or false.")
+
+
+def _check_proxy(proxy: str | None, base_url: str, allow_plain_http: bool) -> None:
+    """A proxy carries the bearer key: in clear when the base URL is plain http."""
+    if proxy is not None and base_url.startswith("http://"):
+        _check_plain_http_proxy(proxy, allow_plain_http)
+    if proxy is not None and proxy.lower().startswith("socks") and find_spec("socksio") is None:
+        raise VantaxConfigurationError(
+            "Connection extra 'proxy' names a SOCKS proxy, which needs the socksio package: "
+            "install httpx[socks]."
+        )
+
+
+def _check_plain_http_proxy(proxy: str, allow_plain_http: bool) -> None:
+    if not allow_plain_http:
+        raise VantaxConfigurationError(
+            "Connection extra 'proxy' is set and the base URL is plain http: the proxy would read "
+            "the API key in clear. Use an https base URL or remove 'proxy'; for a test proxy on "
+            "this machine, set the extra 'allow_plain_http_proxy' to true."
+        )
+    if not _is_loopback(_split(proxy, "proxy").hostname or ""):
+        raise VantaxConfigurationError(
+            "Connection extra 'allow_plain_http_proxy' is for a loopback proxy only (localhost, "
+            "127.0.0.1, ::1): any other proxy would read the API key in clear."
+        )
+
+
 def settings_from_connection(conn: Connection) -> VantaxSettings:
     """Read and check a Vantax connection; every failure is a ``VantaxConfigurationError``."""
     api_key = check_api_key(conn.password, conn.conn_id)
@@ -260,15 +304,18 @@ def settings_from_connection(conn: Connection) -> VantaxSettings:
         max_retry_after=_number(extra, "max_retry_after", RetryPolicy.max_retry_after),
         max_total=_number(extra, "max_retry_time", RetryPolicy.max_total),
     )
+    base_url = normalise_base_url(conn.host, conn.schema, conn.port)
+    proxy = _http_url(extra, "proxy", PROXY_SCHEMES)
+    _check_proxy(proxy, base_url, _flag(extra, "allow_plain_http_proxy"))
     return VantaxSettings(
-        base_url=normalise_base_url(conn.host, conn.schema, conn.port),
+        base_url=base_url,
         api_key=api_key,
         timeout=_number(extra, "timeout", DEFAULT_TIMEOUT, minimum=0.001),
         connect_timeout=_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT, minimum=0.001),
         retry=retry,
         default_from_phone_number_id=_sender_id(extra),
         dashboard_url=_http_url(extra, "dashboard_url", ("http", "https")),
-        proxy=_http_url(extra, "proxy", PROXY_SCHEMES),
+        proxy=proxy,
         rate_limit=_number(extra, "rate_limit", 0.0, minimum=0.0) or None,
         rate_limit_share=_share(extra),
     )

@@ -65,13 +65,18 @@ class Transport:
     def sync(self, settings: VantaxSettings) -> httpx.Client:
         import httpx
 
+        from vantax_provider.hooks._answers import sync_transport
+
         if self._client is None:
-            self._client = httpx.Client(**self._kwargs(settings, self.max_connections))
+            kwargs, transport = self._kwargs(settings, self.max_connections)
+            self._client = httpx.Client(**kwargs, transport=sync_transport(**transport))
         return self._client
 
     def next_async(self, settings: VantaxSettings) -> httpx.AsyncClient:
         """The next async pool in turn, of the running event loop."""
         import httpx
+
+        from vantax_provider.hooks._answers import async_transport
 
         loop = asyncio.get_running_loop()
         if self._aclient_loop is not loop:
@@ -81,7 +86,8 @@ class Transport:
         turn = next(self._turn) % shards
         if turn >= len(self._aclients):
             size = min(ASYNC_POOL_SIZE, self.max_connections - ASYNC_POOL_SIZE * len(self._aclients))
-            client = httpx.AsyncClient(**self._kwargs(settings, size))
+            kwargs, transport = self._kwargs(settings, size)
+            client = httpx.AsyncClient(**kwargs, transport=async_transport(**transport))
             self._aclients.append(client)
             return client
         return self._aclients[turn]
@@ -97,12 +103,14 @@ class Transport:
             await client.aclose()
 
     def call(self, settings: VantaxSettings, method: str, path: str, **kwargs: Any) -> Message:
+        from vantax_provider.hooks._answers import fetch
+
         client = self.sync(settings)
         attempt = Attempts(self.log, settings.retry, method, path, idempotent=has_idempotency_key(kwargs))
         while True:
             try:
-                response = client.request(method, path, **kwargs)
-                outcome = read_answer(response, method, path, settings)
+                response, body = fetch(client, client.build_request(method, path, **kwargs))
+                outcome = read_answer(response, body, method, path, settings)
             except transport_errors() as exc:
                 outcome = transport_error(exc, method, path, settings)
             if not isinstance(outcome, VantaxError):
@@ -120,6 +128,8 @@ class Transport:
         repeat_uncertain: bool = True,
         **kwargs: Any,
     ) -> Message:
+        from vantax_provider.hooks._answers import afetch
+
         pacer = self.pacer
         pacer.set_account_limit(settings.rate_limit, settings.rate_limit_share)
         idempotent = repeat_uncertain and has_idempotency_key(kwargs)
@@ -130,7 +140,8 @@ class Transport:
             client = self.next_async(settings)
             await pacer.acquire()
             try:
-                outcome = read_answer(await client.request(method, path, **kwargs), method, path, settings)
+                response, body = await afetch(client, client.build_request(method, path, **kwargs))
+                outcome = read_answer(response, body, method, path, settings)
             except transport_errors() as exc:
                 outcome = transport_error(exc, method, path, settings)
             if not isinstance(outcome, VantaxError):
@@ -147,7 +158,10 @@ class Transport:
                 # pausing them too for a whole-second Retry-After would leave the budget unused.
                 await asyncio.sleep(wait)
 
-    def _kwargs(self, settings: VantaxSettings, max_connections: int) -> dict[str, Any]:
+    def _kwargs(
+        self, settings: VantaxSettings, max_connections: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The client's arguments, and its transport's (which bounds each answer: ``_answers``)."""
         import httpx
 
         # httpx logs every request at INFO; a bulk send would write thousands of lines.
@@ -157,23 +171,27 @@ class Transport:
 
         if self._ssl_context is None:  # one TLS context for all clients: each costs milliseconds
             self._ssl_context = httpx.create_ssl_context()
-        return {
+        client = {
             "base_url": settings.base_url,
             # No proxy, netrc or other settings from the environment: a proxy would see the key.
             # Only the ``proxy`` extra sets one.  (CA bundles from SSL_CERT_FILE still apply.)
             "trust_env": False,
-            "proxy": settings.proxy,
-            "verify": self._ssl_context,
             "timeout": httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             "headers": {
                 "Authorization": f"Bearer {settings.api_key}",
                 "User-Agent": f"airflow-provider-vantax/{__version__}",
                 "Accept": "application/json",
             },
+            "follow_redirects": False,
+        }
+        transport = {
+            "trust_env": False,
+            "proxy": settings.proxy,
+            "verify": self._ssl_context,
             "limits": httpx.Limits(
                 max_connections=max_connections,
                 max_keepalive_connections=max_connections,
                 keepalive_expiry=KEEPALIVE_EXPIRY,
             ),
-            "follow_redirects": False,
         }
+        return client, transport

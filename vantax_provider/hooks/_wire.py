@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import json
+import logging
 import random
 import time
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, urlsplit
 
 from vantax_provider import contract
 from vantax_provider.exceptions import (
     FieldError,
     VantaxError,
+    VantaxProxyError,
     VantaxRateLimitError,
     VantaxRequestError,
     VantaxResponseError,
@@ -23,12 +23,16 @@ from vantax_provider.exceptions import (
     error_for_status,
 )
 from vantax_provider.hooks._retry import RetryPolicy, is_retryable, parse_retry_after
+from vantax_provider.hooks._scrub import ScrubbedCause, exception_text, holds_secret, scrub
 
 if TYPE_CHECKING:
     import httpx
 
     from vantax_provider.hooks._settings import VantaxSettings
     from vantax_provider.models import Message, SendMessageRequest
+
+
+log = logging.getLogger(__name__)
 
 
 def path_segment(value: str) -> str:
@@ -67,11 +71,8 @@ def transport_errors() -> tuple[type[Exception], ...]:
     """What a request may raise below the hook: transport failures, and requests httpx cannot build."""
     import httpx
 
-    return (httpx.TransportError, httpx.InvalidURL, UnicodeError)
-
-
-class ScrubbedCause(Exception):
-    """The type and scrubbed text of a library exception whose own text held a secret."""
+    # A body that does not decode (a broken gzip) is a DecodingError, not a TransportError.
+    return (httpx.TransportError, httpx.DecodingError, httpx.InvalidURL, UnicodeError)
 
 
 def transport_error(exc: Exception, method: str, path: str, settings: VantaxSettings) -> VantaxError:
@@ -85,33 +86,54 @@ def transport_error(exc: Exception, method: str, path: str, settings: VantaxSett
             f"Vantax {method} {url} could not be sent; nothing was sent: {bound_text(summary)}",
             method=method, path=path, url=url,
         )  # fmt: skip
+    elif isinstance(exc, httpx.ProxyError):
+        # The proxy refused the tunnel (CONNECT) or its handshake failed: nothing reached Vantax.
+        status = str(exc)[:3]
+        error = VantaxProxyError(
+            f"The proxy {proxy_shown(settings)} did not carry Vantax {method} {url}; nothing reached "
+            f"Vantax: {bound_text(summary)}. Check the connection's 'proxy' extra.",
+            status_code=int(status) if status.isdigit() else None, method=method, path=path, url=url,
+        )  # fmt: skip
     else:
         # Refused or never connected: the request cannot have reached the server.
         not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
         kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+        through = f" (through the proxy {proxy_shown(settings)})" if settings.proxy and not_sent else ""
         error = VantaxTransportError(
-            f"Vantax {method} {url} {kind}: {bound_text(summary)}",
+            f"Vantax {method} {url} {kind}{through}: {bound_text(summary)}",
             maybe_sent=not not_sent, method=method, path=path, url=url,
         )  # fmt: skip
     # The library's exception is chained only when no form of a secret is in its text.
-    error.__cause__ = exc if not holds_secret(_exception_text(exc), settings) else ScrubbedCause(summary)
+    error.__cause__ = exc if not holds_secret(exception_text(exc), settings) else ScrubbedCause(summary)
     error.__suppress_context__ = True
     return error
 
 
-def _exception_text(exc: BaseException) -> str:
-    return f"{exc} {exc.args!r}"
+def proxy_shown(settings: VantaxSettings) -> str:
+    """The proxy's scheme, host and port: never its user name or password."""
+    parts = urlsplit(settings.proxy or "")
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}" if host else "(none)"
 
 
 def read_answer(
-    response: httpx.Response, method: str, path: str, settings: VantaxSettings
+    response: httpx.Response, raw: bytes | None, method: str, path: str, settings: VantaxSettings
 ) -> Message | VantaxError:
-    """The message of a success envelope, or the error that describes the answer."""
+    """
+    The message of a success envelope, or the error that describes the answer.  ``raw`` is the
+    body, None when it was longer than the hook reads (``_answers.MAX_ANSWER_BYTES``).
+    """
     status = response.status_code
-    try:
-        body = response.json()
-    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
-        body = None
+    body: Any = None
+    if raw is not None:
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+            body = None
     api_message = body.get("message") if isinstance(body, dict) else None
     api_message = bound_text(scrub(str(api_message), settings)) if api_message is not None else None
     where: dict[str, Any] = {
@@ -121,7 +143,20 @@ def read_answer(
         "url": settings.base_url + path,
         "api_message": api_message,
     }
+    if status == 407:  # only a proxy asks for proxy credentials
+        return VantaxProxyError(
+            f"A proxy on the way to Vantax ({proxy_shown(settings)}) asked for credentials (407); "
+            "nothing reached Vantax. Check the user and password in the connection's 'proxy' extra.",
+            status_code=status, method=method, path=path, url=settings.base_url + path,
+        )  # fmt: skip
     if 200 <= status < 300:
+        if raw is None:
+            from vantax_provider.hooks._answers import MAX_ANSWER_BYTES
+
+            return VantaxResponseError(
+                f"Vantax answered with a body larger than {MAX_ANSWER_BYTES:,} bytes; it was not read.",
+                **where,
+            )
         data = body.get("data") if isinstance(body, dict) and body.get("success") is True else None
         if not isinstance(data, dict) or "id" not in data:
             return VantaxResponseError("Vantax answered without the documented JSON envelope.", **where)
@@ -138,6 +173,36 @@ def read_answer(
     return cls(text, **where)
 
 
+#: The most characters of a message's ``content`` kept from an answer (four times the documented
+#: limit), and of each of its other text fields: a longer one is cut, saying so; at most
+#: ``MAX_ANSWER_MEDIA_URLS`` media URLs are kept.  What an answer puts into a result (an XCom
+#: value) stays bounded.
+MAX_ANSWER_CONTENT_CHARS = 4 * contract.CONTENT_MAX_CHARS
+MAX_ANSWER_TEXT_CHARS = 1000
+MAX_ANSWER_MEDIA_URLS = 20
+_TEXT_FIELDS = ("conversation_id", "channel", "direction", "subject", "sender_type")
+
+
+def _bounded(data: dict[str, Any]) -> dict[str, Any]:
+    """The message fields of an answer, over-long texts cut (with a marker) and media URLs bounded."""
+    kept, cut = dict(data), []
+    for name in ("content", *_TEXT_FIELDS):
+        value = kept.get(name)
+        limit = MAX_ANSWER_CONTENT_CHARS if name == "content" else MAX_ANSWER_TEXT_CHARS
+        if isinstance(value, str) and len(value) > limit:
+            kept[name] = bound_text(value, limit)
+            cut.append(name)
+    media = kept.get("media_url")
+    if isinstance(media, list):
+        fitting = [u for u in media if not (isinstance(u, str) and len(u) > contract.URL_MAX_CHARS)]
+        if len(fitting) != len(media) or len(media) > MAX_ANSWER_MEDIA_URLS:
+            kept["media_url"] = fitting[:MAX_ANSWER_MEDIA_URLS]
+            cut.append("media_url")
+    if cut:
+        log.warning("Vantax answered a message with over-long field(s) %s: cut.", ", ".join(cut))
+    return kept
+
+
 def _message(data: dict[str, Any], method: str, where: dict[str, Any]) -> Message | VantaxError:
     """
     The ``Message`` in a 2xx answer.  A create answer with a usable string id counts as created
@@ -148,6 +213,7 @@ def _message(data: dict[str, Any], method: str, where: dict[str, Any]) -> Messag
 
     from vantax_provider.models import Message
 
+    data = _bounded(data)
     try:
         return Message.model_validate(data)
     except ValidationError as exc:
@@ -163,52 +229,6 @@ def _message(data: dict[str, Any], method: str, where: dict[str, Any]) -> Messag
                    f"(field(s) {', '.join(fields)}).", 200),
         **where,
     )  # fmt: skip
-
-
-def secret_forms(secret: str) -> tuple[str, ...]:
-    """Every form of a secret that could show in a text: plain, escaped, bytes repr, URL and base64."""
-    return _secret_forms(secret)
-
-
-@lru_cache(maxsize=16)
-def _secret_forms(secret: str) -> tuple[str, ...]:
-    raw = secret.encode("utf-8", "backslashreplace")
-    forms = {
-        secret,
-        repr(secret)[1:-1],
-        json.dumps(secret)[1:-1],
-        repr(raw)[2:-1],
-        quote(secret, safe=""),
-        quote_plus(secret),
-    }
-    for encode in (base64.b64encode, base64.urlsafe_b64encode):
-        for pad in range(3):  # the three alignments of the key inside a longer encoded text
-            encoded = encode(b"\0" * pad + raw).decode("ascii").rstrip("=")
-            core = encoded[4 if pad else 0 : -4 if len(encoded) > 8 else None]
-            if len(core) >= 8:
-                forms.add(core)
-    return tuple(sorted((f for f in forms if f), key=len, reverse=True))
-
-
-def _secrets(settings: VantaxSettings) -> list[str]:
-    found = [settings.api_key] if settings.api_key else []
-    if settings.proxy:
-        password = urlsplit(settings.proxy).password
-        if password:
-            found.append(password)
-    return found
-
-
-def scrub(text: str, settings: VantaxSettings) -> str:
-    """``text`` with every form of the API key (and a proxy password) replaced by ``***``."""
-    for secret in _secrets(settings):
-        for form in secret_forms(secret):
-            text = text.replace(form, "***")
-    return text
-
-
-def holds_secret(text: str, settings: VantaxSettings) -> bool:
-    return any(form in text for secret in _secrets(settings) for form in secret_forms(secret))
 
 
 class _Log(Protocol):

@@ -14,6 +14,7 @@ from vantax_provider.defaults import DEFAULT_POLL_INTERVAL
 from vantax_provider.exceptions import VantaxError, bound_text
 from vantax_provider.hooks._pacing import AsyncPacer
 from vantax_provider.hooks._probe import probe
+from vantax_provider.hooks._scrub import scrub
 from vantax_provider.hooks._settings import (
     VantaxSettings,
     aget_connection,
@@ -24,12 +25,7 @@ from vantax_provider.hooks._settings import (
 )
 from vantax_provider.hooks._transport import Transport
 from vantax_provider.hooks._waiting import Poll, judged
-from vantax_provider.hooks._wire import (
-    create_call,
-    message_path,
-    path_segment,
-    scrub,
-)
+from vantax_provider.hooks._wire import create_call, message_path, path_segment
 from vantax_provider.models import (
     BulkItem,
     BulkProgress,
@@ -56,10 +52,12 @@ class VantaxHook(BaseHook):
     :param vantax_conn_id: the Airflow connection: API key in the password, base URL in the host,
         extras ``timeout``, ``connect_timeout``, ``max_retries``, ``retry_backoff`` (first backoff,
         seconds), ``max_retry_after``, ``max_retry_time``, ``default_from_phone_number_id``,
-        ``dashboard_url``, ``proxy`` (proxies are never read from the environment), ``rate_limit``
+        ``dashboard_url``, ``proxy`` (proxies are never read from the environment; with an https
+        base URL only, unless ``allow_plain_http_proxy`` names a loopback proxy), ``rate_limit``
         (the account's requests per second, all tasks together: async sends and status reads adapt
         to it, see docs/scale.md) and ``rate_limit_share``.
-    :param timeout: read timeout in seconds; overrides the connection's ``timeout`` extra.
+    :param timeout: seconds to wait for a whole answer (a deadline, not per read); overrides the
+        connection's ``timeout`` extra.
     :param max_retries: overrides the connection's ``max_retries`` extra.
     :param rate_limit: most async requests started per second by this hook; None for no limit.
     :param max_connections: most connections the hook keeps open (sync; async in total).
@@ -344,13 +342,14 @@ class VantaxHook(BaseHook):
         """
         Check the base URL and the API key for the UI's Test button (see ``docs/connection.md``).
 
-        It reads a message that does not exist, once without the key and once with it: the
-        route must refuse the request without a key (401/403), so a base URL that does not lead
-        to the API is not taken for an accepted key; with the key, a 404 in the API's JSON error
-        envelope means the key was accepted.
+        It reads a message that does not exist without a key, with a made-up key, with the key,
+        and reads a path that is no API route with the key: the first two must be refused, the
+        third answered 404 in the API's error envelope, and the fourth answered otherwise than
+        the third, or the base URL is not proven.  No request is repeated, the whole test has a
+        time budget (``_probe.PROBE_SECONDS``), and nothing is sent.
         """
         try:
-            return probe(self.get_conn(), self.settings, self.get_message)
+            return probe(self.get_conn(), self.settings)
         except VantaxError as exc:
             return False, bound_text(self._scrubbed(str(exc)), 500)
         finally:
