@@ -77,3 +77,16 @@ def xcom(dag_run: Any, task_id: str, key: str = "return_value", map_index: int =
             )
         ).all()
         return None if not rows else XComModel.deserialize_value(rows[0])
+
+
+def rendered_fields(dag_id: str) -> list[tuple[str, int, Any]]:
+    """``(task_id, map_index, rendered_fields)`` of every task instance of ``dag_id`` (what the UI shows)."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(RenderedTaskInstanceFields).where(RenderedTaskInstanceFields.dag_id == dag_id)
+        ).all()
+        return [(row.task_id, row.map_index, row.rendered_fields) for row in rows]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping, Sized
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,13 +37,10 @@ __all__ = [
     "aget_xcom",
     "airflow_home",
     "async_connection_lookup",
-    "check_render_step",
     "conf_seconds",
     "default_deferrable",
     "in_process_supervisor",
-    "keep_xcom_values_literal",
     "object_storage_path",
-    "render_text",
     "template_dag",
 ]
 
@@ -73,143 +70,6 @@ def conf_seconds(section: str, key: str, fallback: float) -> float:
     if not 0 <= seconds < float("inf"):
         raise AirflowException(f"[{section}] {key} must be a non-negative number of seconds, got {value!r}.")
     return seconds
-
-
-#: The parameters of the task SDK's per-object rendering step (``Templater._do_render_template_fields``,
-#: the same in 3.1 and 3.3), which the send operator overrides to pass ``keep_xcom_values_literal``'s
-#: ids into ``seen_oids``.
-RENDER_STEP = "_do_render_template_fields"
-RENDER_STEP_PARAMETERS = ("self", "parent", "template_fields", "context", "jinja_env", "seen_oids")
-
-
-def check_render_step(base: type) -> None:
-    """
-    Raise when ``base`` no longer has Airflow's private rendering step with the parameters above.
-
-    An override of a step that was renamed or changed would silently never run, and text from an
-    XCom would be rendered as a template; this makes that a loud error at import instead.
-    """
-    import inspect
-
-    step = getattr(base, RENDER_STEP, None)
-    found = tuple(inspect.signature(step).parameters) if callable(step) else None
-    if found != RENDER_STEP_PARAMETERS:
-        from importlib.metadata import version
-
-        raise AirflowException(
-            f"This Airflow ({version('apache-airflow-core')}) renders templates differently from what "
-            f"vantax-provider supports ({base.__name__}.{RENDER_STEP} has parameters {found}, expected "
-            f"{RENDER_STEP_PARAMETERS}). Use a supported Airflow version (see docs/compatibility.md)."
-        )
-
-
-def keep_xcom_values_literal(task: Any, context: Mapping[str, Any]) -> set[int]:
-    """
-    Resolve ``task``'s template fields that come from an XCom; return the ids of their values.
-
-    The caller adds the ids to the ``seen_oids`` of Airflow's template rendering, so that text which
-    arrived from an upstream task (a customer's name holding ``{{ ... }}``) is sent as it is, never
-    rendered as a template.  Covers every mapping form: ``expand`` and ``expand_kwargs`` with an
-    XComArg, with a literal list of XComArgs, with literal dicts holding XComArgs, ``.map()`` results,
-    and XComArgs given to ``partial`` or to a plain operator.
-
-    Relies on these Airflow task-SDK internals (the same in 3.1 and 3.3); any change raises
-    :class:`AirflowException` naming it, rather than rendering customer text by mistake:
-
-    - a mapped task instance renders an unmapped copy of the task, while ``context["dag"].task_dict``
-      still holds the ``MappedOperator`` (``airflow.sdk.definitions.mappedoperator``);
-    - ``MappedOperator._get_specified_expand_input()`` returns a ``DictOfListsExpandInput`` (from
-      ``expand``) or a ``ListOfDictsExpandInput`` (from ``expand_kwargs``), whose ``value`` is what
-      the DAG passed, and ``MappedOperator.partial_kwargs`` holds what ``partial`` was given;
-    - Airflow itself leaves values from ``expand(name=<XComArg>)`` unrendered but renders every
-      value of a dict that ``expand_kwargs`` took from an XCom, and returns an XComArg that sits in
-      a literal ``expand_kwargs`` dict unresolved: both are handled here.
-    """
-    from airflow.sdk import XComArg
-
-    mapped = _mapped_operator(task, context)
-    from_xcom: set[str] = set()
-    if mapped is not None:
-        from_xcom = _mapped_names_from_xcom(task, mapped, context)
-    keep: set[int] = set()
-    for name in task.template_fields:
-        value = getattr(task, name, None)
-        if isinstance(value, XComArg):  # partial(), a plain operator, or a literal expand_kwargs dict
-            value = value.resolve(context)
-            setattr(task, name, value)
-        elif name not in from_xcom:
-            continue
-        if value is not None:
-            keep.add(id(value))
-    return keep
-
-
-def _internals_changed(task: Any, what: str) -> AirflowException:
-    from importlib.metadata import version
-
-    return AirflowException(
-        f"Task {getattr(task, 'task_id', '?')!r}: this Airflow ({version('apache-airflow-core')}) maps "
-        f"tasks differently from what vantax-provider supports ({what}), so it cannot tell which values "
-        "came from an XCom and must not be rendered as templates. Use a supported Airflow version "
-        "(see docs/compatibility.md)."
-    )
-
-
-def _mapped_operator(task: Any, context: Mapping[str, Any]) -> Any:
-    """The MappedOperator ``task`` was unmapped from, or None when the task is not mapped."""
-    from airflow.sdk.definitions.mappedoperator import MappedOperator
-
-    dag = context.get("dag")
-    task_dict = getattr(dag, "task_dict", None)
-    if dag is None:
-        return None
-    if not isinstance(task_dict, Mapping):
-        raise _internals_changed(task, "the DAG in the context has no task_dict")
-    node = task_dict.get(task.task_id)
-    return node if isinstance(node, MappedOperator) else None
-
-
-def _mapped_names_from_xcom(task: Any, mapped: Any, context: Mapping[str, Any]) -> set[str]:
-    from airflow.sdk import XComArg
-    from airflow.sdk.definitions._internal.expandinput import DictOfListsExpandInput, ListOfDictsExpandInput
-
-    try:
-        expand_input = mapped._get_specified_expand_input()
-        partial: Mapping[str, Any] = mapped.partial_kwargs
-        value = expand_input.value
-    except AttributeError as exc:
-        missing = exc.name or "expected attribute"
-        raise _internals_changed(task, f"the mapped operator has no {missing}") from exc
-    if isinstance(expand_input, DictOfListsExpandInput):
-        # expand(): a literal list is the author's; anything else (XComArg, .map(), zip) is data.
-        return {k for k, v in value.items() if isinstance(v, XComArg) or not isinstance(v, Sized)}
-    if not isinstance(expand_input, ListOfDictsExpandInput):
-        raise _internals_changed(task, f"unknown expand input {type(expand_input).__name__}")
-    if isinstance(value, Sized):  # a literal list: of dicts (the author's) or of XComArgs (data)
-        map_index = getattr(context.get("ti"), "map_index", None)
-        if not isinstance(map_index, int) or not 0 <= map_index < len(value):
-            raise _internals_changed(task, f"map_index {map_index!r} outside the expand_kwargs list")
-        item = value[map_index]  # type: ignore[index]
-        if isinstance(item, Mapping):
-            return {k for k, v in item.items() if isinstance(v, XComArg)}
-    # The whole dict came from an XCom: every field not set by partial() (strict=False may override it).
-    return {n for n in task.template_fields if n not in partial or getattr(task, n, None) is not partial[n]}
-
-
-def render_text(templater: Any, template: Any, context: Mapping[str, Any]) -> Any:
-    """
-    Render a Jinja ``template`` the way ``templater`` renders its string fields (as text or native).
-
-    Relies on ``Templater._render(template, context)`` (Airflow 3.1 and 3.3), which picks native or
-    string rendering from the operator's or DAG's ``render_template_as_native_obj``.
-    """
-    render = getattr(templater, "_render", None)
-    if render is None:
-        raise AirflowException(
-            f"{type(templater).__name__}: this Airflow's templates have no _render(template, context); "
-            "vantax-provider cannot render a field as text. Use a supported Airflow version."
-        )
-    return render(template, context)
 
 
 def template_dag(dag: Any) -> Any:

@@ -1,7 +1,7 @@
 """
-The Airflow internals behind ``keep_xcom_values_literal`` (issue 15, item 1), on every supported
-Airflow: these tests break when a new Airflow maps tasks differently, before customers' text is
-rendered by mistake.
+The Airflow internals behind ``keep_xcom_values_literal`` and ``values_from_xcom``, on every
+supported Airflow: these tests break when a new Airflow maps tasks differently, before customers'
+text is rendered by mistake.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from vantax_provider._compat import AirflowException, keep_xcom_values_literal
+from vantax_provider._compat import AirflowException
+from vantax_provider.operators.vantax import VantaxBulkSendMessageOperator as Bulk
 from vantax_provider.operators.vantax import VantaxSendMessageOperator as Send
+from vantax_provider.templating import keep_xcom_values_literal, values_from_xcom
 
 
 def _dag() -> Any:
@@ -40,6 +42,12 @@ def _dag() -> Any:
         Send.partial(task_id="expand", channel="facebook", conversation_id="c").expand(content=texts())
         Send.partial(task_id="literal", channel="facebook", conversation_id="c").expand(content=["{{ ds }}"])
         Send.partial(task_id="partial", channel="facebook", content=text()).expand(conversation_id=["c"])
+        Bulk.partial(
+            task_id="bulk_kwargs", channel="facebook", content="Hi {{ recipient.name }}"
+        ).expand_kwargs(rows())
+        Bulk.partial(task_id="bulk_dicts", channel="facebook", conversation_id="c").expand_kwargs(
+            [{"recipients": [], "content": text()}, {"recipients": rows(), "content": "Day {{ ds }}"}]
+        )
     return dag
 
 
@@ -62,6 +70,26 @@ def test_values_from_xcom_are_kept_and_the_authors_templates_are_not() -> None:
     assert id(task.content) in keep and id(task.conversation_id) not in keep
     task, keep = _keep(dag, "literal", 0, content="{{ ds }}")
     assert keep == set()
+
+
+def test_bulk_message_fields_from_an_xcom_are_named_and_the_authors_are_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dag = _dag()
+    task = dag.task_dict["bulk_kwargs"].unmap({"recipients": [], "conversation_id": "c"})
+    fields = dict(task.message_fields)
+    names = values_from_xcom(task, {"dag": dag, "ti": SimpleNamespace(map_index=0)}, fields)
+    assert "conversation_id" in names and not {"content", "channel"} & names
+
+    text = dag.task_dict["text"].output
+    task = dag.task_dict["bulk_dicts"].unmap({"recipients": [], "content": text})
+    monkeypatch.setattr(type(text), "resolve", lambda self, context: "Hi {{ x }}")
+    fields = dict(task.message_fields)
+    names = values_from_xcom(task, {"dag": dag, "ti": SimpleNamespace(map_index=0)}, fields)
+    assert names == {"content"} and fields["content"] == "Hi {{ x }}"
+    task = dag.task_dict["bulk_dicts"].unmap({"recipients": [], "content": "Day {{ ds }}"})
+    context = {"dag": dag, "ti": SimpleNamespace(map_index=1)}
+    assert values_from_xcom(task, context, dict(task.message_fields)) == set()  # the author's template
 
 
 def test_an_xcomarg_in_partial_is_resolved_as_data(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,10 +120,11 @@ def test_a_change_in_the_internals_fails_loudly(monkeypatch: pytest.MonkeyPatch)
 def test_the_overridden_render_step_exists_on_this_airflow_and_a_change_fails_loudly() -> None:
     from airflow.sdk import BaseOperator
 
-    from vantax_provider._compat import RENDER_STEP, check_render_step
+    from vantax_provider.templating import RENDER_STEP, check_render_step
 
     check_render_step(BaseOperator)  # the Airflow under test (3.3 and the 3.1 floor) has it
-    assert RENDER_STEP in vars(Send), "the send operator no longer overrides the step it checks"
+    for operator in (Send, Bulk):
+        assert RENDER_STEP in vars(operator), f"{operator.__name__} no longer overrides the step it checks"
 
     class Renamed:
         def _do_render_fields(

@@ -1,5 +1,5 @@
 """
-Values that arrive from an XCom are data, never templates, in every mapping form (issue 15, item 1).
+Values that arrive from an XCom are data, never templates, in every mapping form.
 
 One DAG maps the send operator in each form.  Every form sends two customer texts holding Jinja
 syntax (which must arrive verbatim) and, where the form allows it, a text of the DAG author's own
@@ -8,11 +8,12 @@ whose ``{{ ds }}`` must render.  The emulator records what was really sent.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from vantax_dagtest import load_dag, task_states
+from vantax_dagtest import load_dag, rendered_fields, task_states
 
-CUSTOMER = "Hi {{ customer_name }}"
+CUSTOMER = "Hi {{ customer_name }}, key {{ conn.vantax_default.password }} is {{ 7 * 6 }}"
 LITERAL = "LX1 {{ ds }} literal"
 
 DAG_SOURCE = """
@@ -20,7 +21,7 @@ from datetime import datetime
 from airflow.sdk import DAG, task
 from vantax_provider.operators.vantax import VantaxSendMessageOperator as Send
 
-CUSTOMER = "Hi {{ customer_name }}"
+CUSTOMER = "Hi {{ customer_name }}, key {{ conn.vantax_default.password }} is {{ 7 * 6 }}"
 LITERAL = "LX1 {{ ds }} literal"
 
 with DAG("tpl_mapping_forms", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
@@ -89,6 +90,8 @@ with DAG("tpl_mapping_forms", schedule=None, start_date=datetime(2025, 1, 1)) as
     Send.partial(task_id="partial_t", channel="facebook", conversation_id="partial_t").expand(
         content=["Day {{ ds }}"]
     )
+    # A plain operator given an XComArg.
+    Send(task_id="plain", channel="facebook", conversation_id="plain_a", content=text_a())
 """
 
 FORMS = ("kwargs_xcom", "kwargs_list", "kwargs_dicts", "map_kwargs", "partial")
@@ -112,6 +115,7 @@ def test_xcom_values_are_sent_verbatim_in_every_mapping_form(dag_env: Any) -> No
     expected["partial_a"] = [CUSTOMER]
     del expected["partial_b"]
     expected["partial_kwargs_b"] = [LITERAL]
+    expected["plain_a"] = [CUSTOMER]
     for form in ("expand_t", "kwargs_dicts_t", "partial_t"):
         expected[form] = [f"Day {ds}"]
     assert got == expected
@@ -120,3 +124,7 @@ def test_xcom_values_are_sent_verbatim_in_every_mapping_form(dag_env: Any) -> No
     assert sent["partial_a"][0]["media_url"] == ["https://example.com/{{ds}}.png"]
     # ...while the author's own template in partial() renders, next to a dict from an XCom.
     assert sent["kwargs_xcom_a"][0]["media_url"] == [f"https://example.com/{ds}.gif"]
+    # Neither the requests nor the rendered fields Airflow keeps for the UI hold the API key.
+    assert dag_env.api_key not in json.dumps(dag_env.messages())
+    rendered = rendered_fields("tpl_mapping_forms")
+    assert rendered and dag_env.api_key not in json.dumps(rendered, default=str)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from vantax_provider._compat import AirflowFailException
 from vantax_provider.defaults import ON_UNCERTAIN
 from vantax_provider.exceptions import FieldError, VantaxValidationError
 from vantax_provider.operators._bulk_journal import MAX_WINDOW
@@ -71,13 +72,16 @@ class Renderer:
     Sandboxed (no access to unsafe attributes, no mutation) and strict (a missing key is an
     error, not an empty string).  A JSON ``null`` read from a dict behaves like a missing key:
     printing it fails the recipient, while ``| default(...)``, ``or`` and ``{% if %}`` handle it.
-    Strings without ``{{``, ``{%`` or ``{#`` are used as they are.
+    Strings without ``{{``, ``{%`` or ``{#`` are used as they are, and so are the ``literal`` fields.
 
     :param fields: the operator's message fields: literals, templates, or None.
     :param context: the task context, visible to every template next to ``recipient``.
+    :param literal: the names of fields that are data, never templates (their values came from an XCom).
     """
 
-    def __init__(self, fields: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+    def __init__(
+        self, fields: Mapping[str, Any], context: Mapping[str, Any], literal: Collection[str] = ()
+    ) -> None:
         from jinja2 import StrictUndefined, TemplateSyntaxError
 
         env = _environment()(undefined=StrictUndefined, keep_trailing_newline=True)
@@ -95,9 +99,13 @@ class Renderer:
 
         self._fields: dict[str, Any] = {}
         for name, value in fields.items():
-            if isinstance(value, (list, tuple)):
+            if value is None:
+                continue
+            if name in literal:
+                self._fields[name] = list(value) if isinstance(value, (list, tuple)) else value
+            elif isinstance(value, (list, tuple)):
                 self._fields[name] = [compile_(f"{name}[{i}]", v) for i, v in enumerate(value)]
-            elif value is not None:
+            else:
                 self._fields[name] = compile_(name, value)
         if errors:
             raise VantaxValidationError(errors)
@@ -206,6 +214,23 @@ def renders_as_itself(text: str, env: Any) -> bool:
         return False
     markers = (env.block_start_string, env.variable_start_string, env.comment_start_string)
     return not any(marker in text for marker in markers)
+
+
+def recipient_list(value: Any) -> Sequence[Any]:
+    """``recipients`` as a sequence; anything else fails the task without retries (a retry gets the same)."""
+    problem = AirflowFailException(
+        f"recipients must be a list of dicts, got {type(value).__name__}: pass a list or an XComArg "
+        "that returns one."
+    )
+    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise problem
+    if isinstance(value, Sequence):
+        return value
+    try:
+        items = iter(value)  # an XComArg, say, is Iterable but refuses to iterate
+    except TypeError:
+        raise problem from None
+    return list(items)
 
 
 def recipient_problem(recipient: Any) -> str | None:

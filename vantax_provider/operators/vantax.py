@@ -10,12 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
-from vantax_provider._compat import (
-    AirflowFailException,
-    check_render_step,
-    default_deferrable,
-    keep_xcom_values_literal,
-)
+from vantax_provider._compat import AirflowFailException, default_deferrable
 from vantax_provider.contract import DEFAULT_CONN_ID, MESSAGE_FIELDS, omit_blank
 from vantax_provider.defaults import DEFAULT_DELIVERY_TIMEOUT, DEFAULT_POLL_INTERVAL, ON_UNCERTAIN
 from vantax_provider.operators import _state
@@ -29,7 +24,7 @@ from vantax_provider.status import (
     status_set,
     to_seconds,
 )
-from vantax_provider.templating import TemplateFiles
+from vantax_provider.templating import TemplateFiles, check_render_step, keep_xcom_values_literal
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -179,7 +174,7 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
         jinja_env: Any,
         seen_oids: set[int],
     ) -> None:
-        if parent is self:  # text that came from an XCom is data: never rendered (issue 15)
+        if parent is self:  # text that came from an XCom is data: never rendered
             seen_oids = seen_oids | keep_xcom_values_literal(self, context)
         super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
 

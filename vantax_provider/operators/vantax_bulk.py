@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
+from vantax_provider._compat import AirflowException, default_deferrable
 from vantax_provider.contract import DEFAULT_CONN_ID
 from vantax_provider.defaults import (
     DEFAULT_DELIVERY_TIMEOUT,
@@ -22,8 +22,14 @@ from vantax_provider.operators._bulk_items import bulk_items
 from vantax_provider.operators._bulk_journal import Journal
 from vantax_provider.operators._bulk_outcomes import EXAMPLE_ERRORS, Batch
 from vantax_provider.operators._bulk_report import read_report as read_report  # re-exported
-from vantax_provider.operators._bulk_support import Renderer, check_arguments, renders_as_itself
+from vantax_provider.operators._bulk_support import (
+    Renderer,
+    check_arguments,
+    recipient_list,
+    renders_as_itself,
+)
 from vantax_provider.status import check_status_sets, settle_until, status_set, to_seconds
+from vantax_provider.templating import check_render_step, keep_xcom_values_literal, values_from_xcom
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
 FAILED_RESULT_XCOM_KEY = "vantax_bulk_result"
 WAIT_MESSAGES_XCOM_KEY = "vantax_bulk_wait_messages"  # deferred wait: the [conversation, message] pairs
 WAIT_RESULT_XCOM_KEY = "vantax_bulk_wait_result"  # deferred wait: the result, read back on resume
+check_render_step(BaseOperator)  # the operator overrides Airflow's rendering step: fail here if it changed
 
 
 class VantaxBulkSendMessageOperator(BaseOperator):
@@ -43,10 +50,11 @@ class VantaxBulkSendMessageOperator(BaseOperator):
 
     The message fields are literals or Jinja templates rendered once per recipient (with
     ``recipient`` and the task context) and validated before any request; a retry sends nobody
-    twice.  Returns the counts, the failed, invalid and maybe_sent recipients (up to
-    ``max_listed_outcomes``) and the URI of a JSON Lines report with every recipient's outcome
-    (never a body); see docs/operators/bulk-send.md for the templates, the result, the report, the
-    failure policy and how retries and crashes are handled.
+    twice.  Values that arrive from an XCom (recipients, or a message field), in any mapping form,
+    are data: sent as they are, never rendered as templates.  Returns the counts, the failed,
+    invalid and maybe_sent recipients (up to ``max_listed_outcomes``) and the URI of a JSON Lines
+    report with every recipient's outcome (never a body); see docs/operators/bulk-send.md for the
+    templates, the result, the report, the failure policy and how retries and crashes are handled.
 
     :param recipients: list of dicts, one per message. (templated)
     :param conversation_id: conversation to post into; literal or per-recipient template.
@@ -132,6 +140,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             "conversation_id": conversation_id, "channel": channel, "content": content, "subject": subject,
             "html": html, "from_phone_number_id": from_phone_number_id, "media_url": media_url,
         }  # fmt: skip
+        self.xcom_message_fields: frozenset[str] = frozenset()  # set when rendering: sent as they are
         self.vantax_conn_id = vantax_conn_id
         check_arguments(
             max_concurrency=max_concurrency, max_uncertain=max_uncertain, rate_limit=rate_limit,
@@ -159,6 +168,19 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         self.report_conn_id = report_conn_id
         self.max_listed_outcomes = max_listed_outcomes
 
+    def _do_render_template_fields(
+        self,
+        parent: Any,
+        template_fields: Iterable[str],
+        context: Context,
+        jinja_env: Any,
+        seen_oids: set[int],
+    ) -> None:
+        if parent is self:  # text that came from an XCom is data: never rendered, here or per recipient
+            seen_oids = seen_oids | keep_xcom_values_literal(self, context)
+            self.xcom_message_fields = frozenset(values_from_xcom(self, context, self.message_fields))
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+
     def render_template(
         self, content: Any, context: Context, jinja_env: Any = None, seen_oids: set[int] | None = None
     ) -> Any:
@@ -184,8 +206,9 @@ class VantaxBulkSendMessageOperator(BaseOperator):
     # -- execution ------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
-        recipients = _recipient_list(self.recipients)
-        renderer = Renderer(self.message_fields, context)  # template syntax errors fail here, before sending
+        recipients = recipient_list(self.recipients)
+        # Template syntax errors fail here, before sending; fields from an XCom are not templates.
+        renderer = Renderer(self.message_fields, context, literal=self.xcom_message_fields)
         hook = self._make_hook()
         _ = hook.settings  # read the connection now, outside the event loop, and fail early if unusable
         journal = Journal(
@@ -373,12 +396,3 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         undelivered = sum(int(counts.get(k, 0)) for k in ("failure", "unknown", "error", "pending"))
         self._apply_policy(context, result, result["failed"] + result["invalid"] + undelivered)
         return result
-
-
-def _recipient_list(value: Any) -> Sequence[Any]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise AirflowFailException(
-            f"recipients must be a list of dicts, got {type(value).__name__}: pass a list or an XComArg "
-            "that returns one."
-        )
-    return value if isinstance(value, Sequence) else list(value)
