@@ -189,9 +189,10 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         hook = self._make_hook()
         _ = hook.settings  # read the connection now, outside the event loop, and fail early if unusable
         journal = Journal(
-            _state.state_store(context), window=self.max_uncertain, interval=self.checkpoint_interval
-        )
-        journal.load()
+            _state.state_store(context), window=self.max_uncertain, interval=self.checkpoint_interval,
+            keep_messages=self.wait_for_delivery,
+        )  # fmt: skip
+        journal.load()  # a store that cannot be read fails the try here, before any request
         if journal.prior_done or journal.prior_maybe or journal.prior_uncertain:
             self.log.info(
                 "An earlier try sent %d messages of this task; %d more may have been sent (on_uncertain=%r).",
@@ -232,8 +233,23 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         batch.log_summary()
         self._apply_policy(context, result, result["failed"] + result["invalid"], batch.examples)
         if self.wait_for_delivery:
-            return self._wait(context, result, batch.pairs or [])
+            return self._wait(context, result, self._pairs(batch, journal))
         return result
+
+    def _pairs(self, batch: Batch, journal: Journal) -> list[list[str]]:
+        """What to wait for: this try's messages and every message an earlier try created."""
+        pairs = batch.pairs or []
+        if batch.unknown_messages:  # recorded by a provider version that kept no message ids
+            self.log.warning(
+                "%d recipients sent by an earlier try have no message id on record: their delivery is "
+                "not checked.", batch.unknown_messages,
+            )  # fmt: skip
+        # Messages of earlier tries whose recipient is no longer in the list: waited for all the same.
+        unlisted = list(journal.prior_messages.values())
+        if unlisted:
+            self.log.info("Also waiting for %d messages an earlier try sent to recipients no longer listed.",
+                          len(unlisted))  # fmt: skip
+        return pairs + unlisted
 
     # -- the report and the result --------------------------------------------------------------
 
