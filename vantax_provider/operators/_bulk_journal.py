@@ -255,6 +255,8 @@ class Journal:
     ) -> None:
         """Record the outcome of an admitted message (written with the next write)."""
         self.intent.discard(ident)
+        if self.store is None:  # nothing to write it to: keep nothing
+            return
         if sent:
             self.head_done += ident.to_bytes(ID_BYTES, "big")
             self.head_messages.append(message)

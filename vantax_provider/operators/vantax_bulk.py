@@ -74,8 +74,9 @@ class VantaxBulkSendMessageOperator(BaseOperator):
     :param idempotency_key_field: the recipient dict key holding that recipient's own
         Idempotency-Key (1-255 printable ASCII characters); None derives the keys.
     :param progress_interval: seconds between two progress log lines.
-    :param wait_for_delivery: after sending, wait until every sent message is final; messages
-        not delivered then count as failures for ``max_failure_ratio``.
+    :param wait_for_delivery: after sending, wait until every message of the task instance is
+        final (this try's and, on Airflow >= 3.3, those earlier tries created); messages not
+        delivered then count as failures for ``max_failure_ratio``.
     :param deferrable: wait in the triggerer (``VantaxMessagesStatusTrigger``) instead of a worker
         slot; defaults to ``[operators] default_deferrable``.  Non-deferrable waits run the same
         trigger inside the worker.

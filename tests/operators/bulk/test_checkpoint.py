@@ -356,3 +356,25 @@ def test_the_final_write_is_tried_again_after_the_last_send(nodedup, context, st
     assert result["sent"] == 20 and flaky.final_attempts == 3
     assert _op(_rows(20)).execute(context(store))["skipped_already_sent"] == 20
     assert nodedup.stats()["created"] == 20
+
+
+def test_a_journal_written_before_message_ids_were_kept_is_still_read(store) -> None:  # type: ignore[no-untyped-def]
+    """A version-1 head (identities only): what it records is skipped; its messages are unknown."""
+    from vantax_provider.operators._bulk_journal import pack
+
+    done, maybe = [identity("a"), identity("b")], [identity("c")]
+    store.set(HEAD_KEY, {"v": 1, "sealed": 0, "done": pack(done), "maybe": pack(maybe), "intent": ""})
+    journal = Journal(store, window=8, interval=60, keep_messages=True)
+    journal.load()
+    assert journal.prior_done == set(done) and journal.prior_maybe == set(maybe)
+    assert journal.prior_messages == {} and journal.head_messages == [None, None]
+
+    async def rewrite() -> None:  # this try's first write carries them over, now in version 2
+        journal.start()
+        journal.finished(identity("d"), sent=True, message=["conv_d", "msg_d"])
+        await journal.close()
+
+    asyncio.run(rewrite())
+    head = store.get(HEAD_KEY)
+    assert head["v"] == 2 and unpack(head["done"]) == [*done, identity("d")]
+    assert head["messages"] == [None, None, ["conv_d", "msg_d"]]
