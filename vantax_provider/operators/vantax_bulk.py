@@ -239,18 +239,13 @@ class VantaxBulkSendMessageOperator(BaseOperator):
 
     def _pairs(self, batch: Batch, journal: Journal) -> list[list[str]]:
         """What to wait for: this try's messages and every message an earlier try created."""
-        pairs = batch.pairs or []
         if batch.unknown_messages:  # recorded by a provider version that kept no message ids
-            self.log.warning(
-                "%d recipients sent by an earlier try have no message id on record: their delivery is "
-                "not checked.", batch.unknown_messages,
-            )  # fmt: skip
-        # Messages of earlier tries whose recipient is no longer in the list: waited for all the same.
-        unlisted = list(journal.prior_messages.values())
+            self.log.warning("%d recipients an earlier try sent have no message id on record: their "
+                             "delivery is not checked.", batch.unknown_messages)  # fmt: skip
+        unlisted = list(journal.prior_messages.values())  # sent to recipients no longer in the list
         if unlisted:
-            self.log.info("Also waiting for %d messages an earlier try sent to recipients no longer listed.",
-                          len(unlisted))  # fmt: skip
-        return pairs + unlisted
+            self.log.info("Also waiting for %d messages an earlier try sent.", len(unlisted))
+        return (batch.pairs or []) + unlisted
 
     # -- the report and the result --------------------------------------------------------------
 

@@ -152,3 +152,23 @@ def test_a_deferred_retry_waits_for_every_earlier_message_and_fails_again(emu, s
     statuses = {r["message_id"]: r["delivery_status"] for r in read_report(retry["delivery"]["report"])}
     expected = {ids[_conversation(i, "rwx")]: "failed" if i in FAILING else "delivered" for i in range(N)}
     assert statuses == expected
+
+
+def test_a_retry_with_a_shorter_list_still_waits_for_every_earlier_message(emu, context, store) -> None:  # type: ignore[no-untyped-def]
+    """Two recipients left the list between tries: their messages exist, so the retry waits for them too."""
+
+    def operator(rows: list[dict[str, Any]]) -> VantaxBulkSendMessageOperator:
+        return VantaxBulkSendMessageOperator(
+            task_id="bulk", recipients=rows, conversation_id="{{ recipient.cid }}", channel="instagram",
+            content="hello", wait_for_delivery=True, deferrable=False, poll_interval=0.1, delivery_timeout=30,
+        )  # fmt: skip
+
+    rows = [{"cid": f"conv_sl{i}"} for i in range(5)]
+    assert operator(rows).execute(context(store))["delivery"]["counts"]["success"] == 5
+    gets_before = len(emu.requests())
+    retry = operator(rows[2:]).execute(context(store))
+    assert (retry["total"], retry["sent"], retry["skipped_already_sent"]) == (3, 0, 3)
+    assert retry["delivery"]["counts"]["success"] == 5
+    read = {r["conversation_id"] for r in emu.requests()[gets_before:] if r["method"] == "GET"}
+    assert read == {f"conv_sl{i}" for i in range(5)}
+    assert len(list(read_report(retry["delivery"]["report"]))) == 5
