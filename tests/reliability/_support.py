@@ -6,10 +6,13 @@ conftest prints at the end of the run.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.doubles import FakeTI, StateStore
@@ -94,3 +97,26 @@ def outcome_class(ok: bool, tries: int) -> str:
     if ok:
         return "succeeded" if tries <= 1 else "retried-and-succeeded"
     return "failed-without-retry" if tries <= 1 else "failed-after-retries"
+
+
+class FileStateStore:
+    """
+    A ``task_state_store`` kept in a folder (one JSON file per key, replaced atomically), so that
+    the tries of one task instance can run in different processes and one can be SIGKILLed.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        path = self.folder / f"{key}.json"
+        return json.loads(path.read_text()) if path.exists() else default
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        temporary = self.folder / f".{key}.tmp"
+        temporary.write_text(json.dumps(value))
+        os.replace(temporary, self.folder / f"{key}.json")
+
+    def delete(self, key: str) -> None:
+        (self.folder / f"{key}.json").unlink(missing_ok=True)

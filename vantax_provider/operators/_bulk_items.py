@@ -74,7 +74,7 @@ def bulk_items(
             messages[ident] = message
         earlier = journal.prior(ident)
         if earlier == "done":
-            batch.skipped(index, cid)
+            batch.skipped(index, cid, journal.prior_message(ident))
             continue
         if earlier == "maybe" and skip_uncertain:
             batch.maybe_sent(index, cid, "an earlier try may have sent it (its outcome is unknown)")

@@ -59,6 +59,7 @@ class Batch:
         self.listing = Listing(listed_limit)
         self.examples: list[str] = []
         self.pairs: list[list[str]] | None = [] if keep_pairs else None
+        self.unknown_messages = 0  # recipients skipped as sent whose message id is not on record
         self.report = report
         self.report_error: str | None = None
         self._waiting: dict[int, dict[str, Any]] = {}  # rows done ahead of an earlier one
@@ -86,7 +87,8 @@ class Batch:
             if outcome.maybe_sent:
                 entry["maybe_sent"] = True
             self.counts["failed"] += 1
-        self.journal.finished(ident, sent=outcome.ok, maybe=outcome.maybe_sent)
+        message = [outcome.conversation_id, outcome.message_id] if outcome.ok and outcome.message_id else None
+        self.journal.finished(ident, sent=outcome.ok, maybe=outcome.maybe_sent, message=message)
         self._add(entry)
 
     def _set(self, index: int, conversation_id: Any, outcome: str, **extra: Any) -> None:
@@ -97,8 +99,13 @@ class Batch:
     def invalid(self, index: int, conversation_id: Any, reason: str) -> None:
         self._set(index, conversation_id, "invalid", error=reason)
 
-    def skipped(self, index: int, conversation_id: str | None) -> None:
-        self._set(index, conversation_id, "skipped_already_sent")
+    def skipped(self, index: int, conversation_id: str | None, message: list[str] | None = None) -> None:
+        """Sent by an earlier try; ``message`` is its ``[conversation_id, message_id]`` when on record."""
+        if message is None:
+            self.unknown_messages += 1
+            self._set(index, conversation_id, "skipped_already_sent")
+        else:  # waited for like this try's messages
+            self._set(index, message[0], "skipped_already_sent", message_id=message[1])
 
     def duplicate(self, index: int, conversation_id: str, first: int) -> None:
         self._set(index, conversation_id, "duplicate", duplicate_of=first)

@@ -82,8 +82,9 @@ class VantaxBulkSendMessageOperator(BaseOperator):
     :param idempotency_key_field: the recipient dict key holding that recipient's own
         Idempotency-Key (1-255 printable ASCII characters); None derives the keys.
     :param progress_interval: seconds between two progress log lines.
-    :param wait_for_delivery: after sending, wait until every sent message is final; messages
-        not delivered then count as failures for ``max_failure_ratio``.
+    :param wait_for_delivery: after sending, wait until every message of the task instance is
+        final (this try's and, on Airflow >= 3.3, those earlier tries created); messages not
+        delivered then count as failures for ``max_failure_ratio``.
     :param deferrable: wait in the triggerer (``VantaxMessagesStatusTrigger``) instead of a worker
         slot; defaults to ``[operators] default_deferrable``.  Non-deferrable waits run the same
         trigger inside the worker.
@@ -212,9 +213,10 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         hook = self._make_hook()
         _ = hook.settings  # read the connection now, outside the event loop, and fail early if unusable
         journal = Journal(
-            _state.state_store(context), window=self.max_uncertain, interval=self.checkpoint_interval
-        )
-        journal.load()
+            _state.state_store(context), window=self.max_uncertain, interval=self.checkpoint_interval,
+            keep_messages=self.wait_for_delivery,
+        )  # fmt: skip
+        journal.load()  # a store that cannot be read fails the try here, before any request
         if journal.prior_done or journal.prior_maybe or journal.prior_uncertain:
             self.log.info(
                 "An earlier try sent %d messages of this task; %d more may have been sent (on_uncertain=%r).",
@@ -255,8 +257,18 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         batch.log_summary()
         self._apply_policy(context, result, result["failed"] + result["invalid"], batch.examples)
         if self.wait_for_delivery:
-            return self._wait(context, result, batch.pairs or [])
+            return self._wait(context, result, self._pairs(batch, journal))
         return result
+
+    def _pairs(self, batch: Batch, journal: Journal) -> list[list[str]]:
+        """What to wait for: this try's messages and every message an earlier try created."""
+        if batch.unknown_messages:  # recorded by a provider version that kept no message ids
+            self.log.warning("%d recipients an earlier try sent have no message id on record: their "
+                             "delivery is not checked.", batch.unknown_messages)  # fmt: skip
+        unlisted = list(journal.prior_messages.values())  # sent to recipients no longer in the list
+        if unlisted:
+            self.log.info("Also waiting for %d messages an earlier try sent.", len(unlisted))
+        return (batch.pairs or []) + unlisted
 
     # -- the report and the result --------------------------------------------------------------
 

@@ -67,9 +67,10 @@ def test_airflow_leaves_per_recipient_templates_to_the_operator(dag_env) -> None
     }  # fmt: skip
     result = xcom(run, "bulk")
     assert (result["total"], result["sent"]) == (15, 15)
-    # Progress was journalled in the real task_state_store (Airflow 3.3), compactly: 8 bytes a message.
+    # Progress was journalled in the real task_state_store (Airflow 3.3), compactly: an 8-byte
+    # identity and the [conversation, message] ids of each message (for a later try's wait).
     rows = _checkpoint_rows("vx_bulk_render")
-    assert [key for key, _ in rows] == ["vantax_bulk_journal"] and len(rows[0][1]) < 400
+    assert [key for key, _ in rows] == ["vantax_bulk_journal"] and len(rows[0][1]) < 15 * 60
 
 
 @pytest.mark.airflow_3_3  # task_state_store

@@ -16,7 +16,15 @@ from typing import Any
 import pytest
 
 from tests.doubles import StateStore
-from vantax_provider.operators._bulk_journal import HEAD_KEY, Journal, identity, unpack
+from vantax_provider.operators._bulk_journal import (
+    HEAD_BYTES,
+    HEAD_KEY,
+    MAX_WINDOW,
+    SEGMENT_BYTES,
+    Journal,
+    identity,
+    unpack,
+)
 from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator, read_report
 
 POLICY_BYTES = 65_535
@@ -43,31 +51,44 @@ def nodedup(emu):  # type: ignore[no-untyped-def]
     return emu
 
 
+def _message(n: int) -> list[str]:
+    """A created message's ids; conversation ids are user strings, some long and far from ASCII."""
+    if n % 97 == 0:
+        return ["conv_" + "\U0001d11e" * 251, f"msg_{n:024d}"]  # 12 bytes each once escaped in JSON
+    return [f"conv_{n}", f"msg_{n:024d}"]
+
+
 @pytest.mark.parametrize("total", [10_000, 100_000])
 def test_each_stored_value_stays_under_64kb_and_reads_back(total: int, store: Any) -> None:
-    ids = [random.Random(7).getrandbits(64) for _ in range(total)]
+    rng = random.Random(7)
+    ids = [rng.getrandbits(64) for _ in range(total)]
+    in_flight = set(range(1, MAX_WINDOW + 1))  # a full window of requests in flight at the last write
 
     async def write() -> Journal:
-        journal = Journal(store, window=64, interval=60)
+        journal = Journal(store, window=MAX_WINDOW, interval=60)
         journal.start()
-        for i in ids:
+        for n, i in enumerate(ids):
             journal.intent.add(i)
-            journal.finished(i, sent=i % 3 != 0, maybe=i % 3 == 0)
+            sent = i % 3 != 0
+            journal.finished(i, sent=sent, maybe=not sent, message=_message(n) if sent else None)
             # 10,000: one write at the end (as after a long store outage) must still split into segments.
-            if total > 10_000 and len(journal.head_done) + len(journal.head_maybe) >= 1024 * 8:
+            if total > 10_000 and journal.entry_bytes >= SEGMENT_BYTES:
                 await journal.flush()
+        journal.intent.update(in_flight)
         await journal.close()
         return journal
 
     asyncio.run(write())
     sizes = [len(json.dumps(json.loads(v))) for v in store.data.values()]
-    assert max(sizes) < POLICY_BYTES, max(sizes)
-    assert len(sizes) == 1 + total // 1024
-    later = Journal(store, window=64, interval=60)
+    assert max(sizes) <= HEAD_BYTES + 200 < POLICY_BYTES, max(sizes)
+    segments = [n for key, n in zip(store.data, sizes, strict=True) if key != HEAD_KEY]
+    assert min(segments) > SEGMENT_BYTES // 2  # a segment is written once per ~16 KB, not per message
+    later = Journal(store, window=64, interval=60, keep_messages=True)
     later.load()
     assert later.prior_done == {i for i in ids if i % 3 != 0}
     assert later.prior_maybe == {i for i in ids if i % 3 == 0}
-    assert not later.prior_uncertain
+    assert later.prior_uncertain == in_flight
+    assert later.prior_messages == {i: _message(n) for n, i in enumerate(ids) if i % 3 != 0}
 
 
 def test_second_execute_with_the_same_store_sends_nothing(nodedup, context, store) -> None:  # type: ignore[no-untyped-def]
@@ -284,10 +305,39 @@ def test_one_failed_write_does_not_end_the_journal(nodedup, context, store, capl
     assert again["skipped_already_sent"] == 60 and nodedup.stats()["created"] == 60
 
 
-def test_the_final_write_is_attempted_after_the_last_send(nodedup, context, store) -> None:  # type: ignore[no-untyped-def]
-    """Every write fails while sending, and the first final one too; a later attempt gets it through."""
+def test_while_writes_fail_no_request_starts_without_a_stored_intent(
+    nodedup, context, store, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Writes 2 to 6 fail: the requests wait for a write that lists them (none goes out unrecorded)."""
+    from vantax_provider.hooks.vantax import VantaxHook
+    from vantax_provider.operators import _bulk_journal
 
-    class BrokenUntilTheEnd:
+    monkeypatch.setattr(_bulk_journal, "STORE_BACKOFF", 0.01, raising=False)
+    listed: list[bool] = []
+    original = VantaxHook.asend_request
+
+    async def check(self: VantaxHook, request: Any, *, idempotency_key: Any = None, **kw: Any) -> Any:
+        head = store.get(HEAD_KEY) or {"intent": ""}
+        listed.append(identity(idempotency_key) in set(unpack(head["intent"])))
+        return await original(self, request, idempotency_key=idempotency_key, **kw)
+
+    monkeypatch.setattr(VantaxHook, "asend_request", check)
+    nodedup.configure(latency_ms=5)
+    flaky = FlakyStore(store, fail_calls={2, 3, 4, 5, 6})
+    result = _op(_rows(60), max_concurrency=4, checkpoint_interval=0.05).execute(context(flaky))
+    assert result["sent"] == 60 and len(listed) == 60
+    assert all(listed), f"{listed.count(False)} requests started without a stored intent"
+    again = _op(_rows(60)).execute(context(store))
+    assert again["skipped_already_sent"] == 60 and nodedup.stats()["created"] == 60
+
+
+def test_the_final_write_is_tried_again_after_the_last_send(nodedup, context, store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The write that records the last sends fails twice; tried again with backoff, it gets through."""
+    from vantax_provider.operators import _bulk_journal
+
+    monkeypatch.setattr(_bulk_journal, "STORE_BACKOFF", 0.01)
+
+    class FailsAtTheEnd:
         def __init__(self) -> None:
             self.final_attempts = 0
 
@@ -295,15 +345,36 @@ def test_the_final_write_is_attempted_after_the_last_send(nodedup, context, stor
             return store.get(key, default)
 
         def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-            if unpack(value["intent"]) or len(unpack(value["done"])) < 20:
-                raise TimeoutError("state store too slow")
-            self.final_attempts += 1
-            if self.final_attempts == 1:
-                raise TimeoutError("state store too slow")
+            if not unpack(value["intent"]) and len(unpack(value["done"])) == 20:
+                self.final_attempts += 1
+                if self.final_attempts <= 2:
+                    raise TimeoutError("state store too slow")
             store.set(key, value)
 
-    broken = BrokenUntilTheEnd()
-    result = _op(_rows(20), max_concurrency=4).execute(context(broken))
-    assert result["sent"] == 20 and broken.final_attempts == 2
+    flaky = FailsAtTheEnd()
+    result = _op(_rows(20), max_concurrency=4).execute(context(flaky))
+    assert result["sent"] == 20 and flaky.final_attempts == 3
     assert _op(_rows(20)).execute(context(store))["skipped_already_sent"] == 20
     assert nodedup.stats()["created"] == 20
+
+
+def test_a_journal_written_before_message_ids_were_kept_is_still_read(store) -> None:  # type: ignore[no-untyped-def]
+    """A version-1 head (identities only): what it records is skipped; its messages are unknown."""
+    from vantax_provider.operators._bulk_journal import pack
+
+    done, maybe = [identity("a"), identity("b")], [identity("c")]
+    store.set(HEAD_KEY, {"v": 1, "sealed": 0, "done": pack(done), "maybe": pack(maybe), "intent": ""})
+    journal = Journal(store, window=8, interval=60, keep_messages=True)
+    journal.load()
+    assert journal.prior_done == set(done) and journal.prior_maybe == set(maybe)
+    assert journal.prior_messages == {} and journal.head_messages == [None, None]
+
+    async def rewrite() -> None:  # this try's first write carries them over, now in version 2
+        journal.start()
+        journal.finished(identity("d"), sent=True, message=["conv_d", "msg_d"])
+        await journal.close()
+
+    asyncio.run(rewrite())
+    head = store.get(HEAD_KEY)
+    assert head["v"] == 2 and unpack(head["done"]) == [*done, identity("d")]
+    assert head["messages"] == [None, None, ["conv_d", "msg_d"]]

@@ -62,7 +62,8 @@ from airflow.models.xcom import XComModel
 from airflow.sdk.definitions.dag import _run_task
 from airflow.utils.session import create_session
 from airflow.utils.state import TaskInstanceState
-for _ in range(2):
+retries, key = (int(sys.argv[3]), sys.argv[4]) if len(sys.argv) > 4 else (2, "return_value")
+for _ in range(retries):
     with create_session() as session:
         run = session.scalar(select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.logical_date == when))
         ti = run.get_task_instance("bulk", session=session)
@@ -74,7 +75,7 @@ for _ in range(2):
         _run_task(ti=ti, task=dag.task_dict["bulk"])
     with create_session() as session:
         row = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag.dag_id, task_ids="bulk",
-                                                 key="return_value")).first()
+                                                 key=key)).first()
         result = XComModel.deserialize_value(row)
         summary = {k: v for k, v in result.items() if k != "outcomes"}
         summary["maybe"] = [o["conversation_id"] for o in result["outcomes"] if o["outcome"] == "maybe_sent"]
@@ -82,9 +83,9 @@ for _ in range(2):
 """
 
 
-def _start(script: Path, dag_file: Path, mode: str) -> subprocess.Popen[str]:
+def _start(script: Path, dag_file: Path, mode: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(script), str(dag_file), mode],
+        [sys.executable, str(script), str(dag_file), mode, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
     )  # fmt: skip
 
@@ -213,3 +214,66 @@ def test_sigkill_without_deduplication_by_the_service(  # type: ignore[no-untype
         f"{second['skipped_already_sent']}, sent {second['sent']}, maybe_sent {second['maybe_sent']}; "
         f"duplicates {duplicates} (max_concurrency {concurrency}, max_uncertain {bound})"
     )
+
+
+_WAIT_DAG = """
+from datetime import datetime
+from airflow.sdk import DAG
+from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
+
+with DAG("{dag_id}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
+    VantaxBulkSendMessageOperator(
+        task_id="bulk",
+        recipients=[{{"cid": f"conv_{{'fail_' if i in (4, 11) else ''}}cw{{i:02d}}"}} for i in range({n})],
+        conversation_id="{{{{ recipient.cid }}}}",
+        channel="email",
+        subject="s",
+        content="Hello {{{{ recipient.cid }}}}",
+        wait_for_delivery=True,
+        deferrable=False,
+        poll_interval=0.2,
+        delivery_timeout=120,
+        checkpoint_interval=0.2,
+    )
+"""
+
+
+@pytest.mark.airflow_3_3  # task_state_store
+@pytest.mark.timeout(900)
+@pytest.mark.slow
+def test_sigkill_during_the_wait_then_a_retry_waits_for_every_message(dag_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """
+    Try 1 sends 20 messages and is killed while it waits for their delivery; the retry sends nothing,
+    waits for all 20 (two of which end ``failed``) and fails by the failure policy, listing them.
+    """
+    from vantax_provider.operators.vantax_bulk import FAILED_RESULT_XCOM_KEY
+
+    emu = dag_env
+    emu.configure(sent_seconds=3.0)  # the wait is under way for a few seconds
+    n, dag_id = 20, "vx_bulk_crash_wait"
+    dag_file = dags_folder() / f"{dag_id}.py"
+    dag_file.write_text(_WAIT_DAG.format(dag_id=dag_id, n=n))
+    script = tmp_path / "runner.py"
+    script.write_text(_RUNNER)
+    first = _start(script, dag_file, "first")
+    try:
+        deadline = time.monotonic() + 300
+        while not any(r["method"] == "GET" for r in emu.requests()):  # the wait has begun
+            assert first.poll() is None, "the first run ended before it could be killed"
+            assert time.monotonic() < deadline, "the first run never began to wait"
+            time.sleep(0.05)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(30)
+    assert emu.stats()["created"] == n
+    gets_before = len(emu.requests())
+
+    [second] = _results(_start(script, dag_file, "resume", "1", FAILED_RESULT_XCOM_KEY))
+    assert sum(r["method"] == "POST" for r in emu.requests()) == n  # nothing sent again
+    read = {r["conversation_id"] for r in emu.requests()[gets_before:] if r["method"] == "GET"}
+    assert len(read) == n  # the retry read every message again
+    assert (second["sent"], second["skipped_already_sent"]) == (0, n)
+    counts = second["delivery"]["counts"]
+    assert (counts["success"], counts["failure"]) == (n - 2, 2), second["delivery"]
+    undelivered = sorted(u["conversation_id"] for u in second["delivery"]["undelivered"])
+    assert undelivered == ["conv_fail_cw04", "conv_fail_cw11"]
