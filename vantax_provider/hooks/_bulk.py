@@ -16,9 +16,10 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, Protocol
 
+from vantax_provider._arguments import finite_number, whole_number
 from vantax_provider.contract import POST_MAYBE_CREATED
 from vantax_provider.defaults import DEFAULT_SEND_CONCURRENCY
-from vantax_provider.exceptions import VantaxError, VantaxTransportError
+from vantax_provider.exceptions import VantaxAuthenticationError, VantaxError, VantaxTransportError
 from vantax_provider.models import BulkItem, BulkProgress, Message, SendMessageRequest, SendOutcome
 
 log = logging.getLogger(__name__)
@@ -71,25 +72,28 @@ async def asend_many(
     requests in flight: at most ``max_concurrency + ahead`` items are taken and not finished.
     When the batch stops on an error, ``on_unsent`` gets each item that was taken and whose
     request never started (known not sent).
+    A refused API key (401/403) stops the batch: its outcome is reported, no other request starts,
+    the requests in flight finish and are reported, and the refusal is raised at the end (every
+    other recipient would be refused the same way).
     ``repeat_uncertain=False`` never repeats a request that may have created its message (a read
     timeout, a 500/502/504), even under an idempotency key: for a service that does not
     deduplicate; such a failure is reported with ``maybe_sent``.
     """
-    if max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
-    if ahead < 0:
-        raise ValueError(f"ahead must be at least 0, got {ahead!r}")
+    max_concurrency = whole_number(max_concurrency, "max_concurrency", minimum=1)
+    ahead = whole_number(ahead, "ahead", minimum=0)
+    tick_interval = finite_number(tick_interval, "tick_interval", positive=True)
     iterator: Iterator[BulkItem] = iter(items)
     progress = BulkProgress(started=time.monotonic())
     window = asyncio.Semaphore(max_concurrency + ahead)  # taken and not finished
     taken: asyncio.Queue[tuple[BulkItem, Awaitable[None] | None] | None] = asyncio.Queue()
     unsent: dict[int, BulkItem] = {}  # taken, request not started: by position
+    refused: list[VantaxAuthenticationError] = []  # the first refusal of the key ends the batch
 
     async def feeder() -> None:
         try:
             while True:
-                await window.acquire()
-                item = next(iterator, None)
+                await window.acquire()  # the sender that records a refusal releases after it
+                item = None if refused else next(iterator, None)
                 if item is None:
                     break
                 unsent[item[0]] = item
@@ -101,8 +105,10 @@ async def asend_many(
     async def sender() -> None:
         while (entry := await taken.get()) is not None:
             (index, request, key), admission = entry
-            if admission is not None:
+            if admission is not None and not refused:
                 await admission
+            if refused:
+                break  # the item stays in unsent: known not sent
             del unsent[index]
             progress.in_flight += 1
             try:
@@ -112,6 +118,8 @@ async def asend_many(
             except VantaxError as exc:
                 outcome = _failed(index, request.conversation_id, exc)
                 progress.failed += 1
+                if isinstance(exc, VantaxAuthenticationError) and not refused:
+                    refused.append(exc)
             else:
                 outcome = _sent(index, request.conversation_id, message)
                 progress.sent += 1
@@ -129,6 +137,8 @@ async def asend_many(
         if on_unsent is not None:
             for item in unsent.values():  # empty unless the batch stopped on an error
                 on_unsent(item)
+    if refused:
+        raise refused[0]
     return progress
 
 

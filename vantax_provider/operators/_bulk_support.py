@@ -6,10 +6,12 @@ import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from vantax_provider._arguments import finite_number, whole_number
 from vantax_provider._compat import AirflowFailException
 from vantax_provider.defaults import ON_UNCERTAIN
 from vantax_provider.exceptions import FieldError, VantaxValidationError
 from vantax_provider.operators._bulk_journal import MAX_WINDOW
+from vantax_provider.operators._bulk_report import OUTCOMES
 
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")
 
@@ -26,8 +28,7 @@ def check_arguments(
     intervals: Mapping[str, float],
 ) -> None:
     """Raise ``ValueError`` naming the first argument of the bulk operator that is out of range."""
-    if not 1 <= max_concurrency <= MAX_WINDOW:
-        raise ValueError(f"max_concurrency must be between 1 and {MAX_WINDOW}, got {max_concurrency!r}.")
+    max_concurrency = whole_number(max_concurrency, "max_concurrency", minimum=1, maximum=MAX_WINDOW)
     if max_uncertain is not None and (
         isinstance(max_uncertain, bool)
         or not isinstance(max_uncertain, int)
@@ -37,13 +38,12 @@ def check_arguments(
             f"max_uncertain must be None or between max_concurrency ({max_concurrency}) and "
             f"{MAX_WINDOW}, got {max_uncertain!r}."
         )
-    if rate_limit is not None and rate_limit <= 0:
-        raise ValueError(f"rate_limit must be positive or None, got {rate_limit!r}.")
-    if max_failure_ratio is not None and not 0 <= max_failure_ratio <= 1:
-        raise ValueError(f"max_failure_ratio must be between 0 and 1, got {max_failure_ratio!r}.")
+    if rate_limit is not None:
+        finite_number(rate_limit, "rate_limit", positive=True)
+    if max_failure_ratio is not None:
+        finite_number(max_failure_ratio, "max_failure_ratio", minimum=0, maximum=1)
     for name, value in intervals.items():
-        if value <= 0:
-            raise ValueError(f"{name} must be positive, got {value!r}.")
+        finite_number(value, name, positive=True)
     if on_uncertain not in ON_UNCERTAIN:
         raise ValueError(f"on_uncertain must be 'resend' or 'skip', got {on_uncertain!r}.")
     own_key = idempotency_key_field
@@ -55,6 +55,17 @@ def check_arguments(
         or not (0 <= max_listed_outcomes <= 100_000)
     ):
         raise ValueError(f"max_listed_outcomes must be between 0 and 100000, got {max_listed_outcomes!r}.")
+
+
+def key_refused(result: Mapping[str, Any], exc: Exception, xcom_key: str) -> AirflowFailException:
+    """The task's failure when Vantax refused the API key (401/403) and the batch stopped there."""
+    total = result["total"]
+    not_sent = total - sum(int(result.get(k, 0)) for k in OUTCOMES)
+    return AirflowFailException(
+        f"Vantax refused the API key: the bulk send stopped at the first refusal; {not_sent} of {total} "
+        f"recipients were not sent ({result['sent']} sent, {result['failed']} failed), and a retry would "
+        f"be refused the same way. The result is in XCom {xcom_key!r}. {exc}"
+    )
 
 
 class RenderError(Exception):
@@ -72,7 +83,9 @@ class Renderer:
     Sandboxed (no access to unsafe attributes, no mutation) and strict (a missing key is an
     error, not an empty string).  A JSON ``null`` read from a dict behaves like a missing key:
     printing it fails the recipient, while ``| default(...)``, ``or`` and ``{% if %}`` handle it.
-    Strings without ``{{``, ``{%`` or ``{#`` are used as they are, and so are the ``literal`` fields.
+    Strings without ``{{``, ``{%`` or ``{#`` are used as they are, and so are the ``literal`` fields;
+    a template that does not compile raises ``AirflowFailException`` naming the field and the reason
+    (no retry).
 
     :param fields: the operator's message fields: literals, templates, or None.
     :param context: the task context, visible to every template next to ``recipient``.
@@ -107,8 +120,8 @@ class Renderer:
                 self._fields[name] = [compile_(f"{name}[{i}]", v) for i, v in enumerate(value)]
             else:
                 self._fields[name] = compile_(name, value)
-        if errors:
-            raise VantaxValidationError(errors)
+        if errors:  # the same templates fail the same way on a retry
+            raise AirflowFailException(str(VantaxValidationError(errors)))
 
     def render(self, recipient: Any) -> dict[str, Any]:
         """The fields for one recipient; raises :class:`RenderError` naming the failing field."""
@@ -250,9 +263,7 @@ def _json_problem(value: Any, where: str, depth: int) -> str | None:
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                return (
-                    f"{where} has a key of type {type(key).__name__} ({str(key)[:40]!r}); keys must be text"
-                )
+                return f"{where} has a key of type {type(key).__name__}; keys must be text"  # not its value
             problem = _json_problem(item, f"{where}.{key[:40]}", depth + 1)
             if problem:
                 return problem

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from vantax_provider._compat import AirflowException, default_deferrable
+from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
 from vantax_provider.contract import DEFAULT_CONN_ID
 from vantax_provider.defaults import (
     DEFAULT_DELIVERY_TIMEOUT,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_SEND_CONCURRENCY,
 )
+from vantax_provider.exceptions import VantaxAuthenticationError
 from vantax_provider.operators import _bulk_report, _state
 from vantax_provider.operators._bulk_items import bulk_items
 from vantax_provider.operators._bulk_journal import Journal
@@ -25,6 +26,7 @@ from vantax_provider.operators._bulk_report import read_report as read_report  #
 from vantax_provider.operators._bulk_support import (
     Renderer,
     check_arguments,
+    key_refused,
     recipient_list,
     renders_as_itself,
 )
@@ -249,12 +251,18 @@ class VantaxBulkSendMessageOperator(BaseOperator):
                 finally:
                     await hook.aclose()
 
+        refused: VantaxAuthenticationError | None = None
         try:
             asyncio.run(run())
+        except VantaxAuthenticationError as exc:  # the batch stopped at the first refusal of the key
+            refused = exc
         finally:
             batch.finish()  # the rows so far reach the report, also when sending stopped on an error
         result = self._result(batch, report)
         batch.log_summary()
+        if refused is not None:  # every other recipient would be refused too, now and on a retry
+            context["ti"].xcom_push(key=FAILED_RESULT_XCOM_KEY, value=result)
+            raise key_refused(result, refused, FAILED_RESULT_XCOM_KEY)
         self._apply_policy(context, result, result["failed"] + result["invalid"], batch.examples)
         if self.wait_for_delivery:
             return self._wait(context, result, self._pairs(batch, journal))
@@ -326,7 +334,9 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             examples = [f"#{o['index']}: {o['error']}" for o in result["outcomes"] if o.get("error")]
         examples = examples[:EXAMPLE_ERRORS]
         allowed = "none allowed" if limit is None else f"max_failure_ratio={limit:g}"
-        raise AirflowException(
+        # Only invalid recipients (bad input): a retry would render and refuse them the same way.
+        kind = AirflowFailException if failures == result["invalid"] else AirflowException
+        raise kind(
             f"{failures} of {total} Vantax recipients failed ({100 * ratio:.1f}%, {allowed}); the "
             f"result is in XCom {FAILED_RESULT_XCOM_KEY!r}. First errors: "
             + " | ".join(examples)
