@@ -65,9 +65,12 @@ with DAG(
 
     @task
     def report(results: list[dict[str, Any]]) -> dict[str, int]:
+        # One read of every chunk's result: iterating the lazy sequence reads them one at a time
+        # and ends on a not-found read, which Airflow logs as an error.
+        rows = results[:]
         keys = ("total", "sent", "failed", "invalid", "skipped_already_sent")
-        totals = {key: sum(int(r[key]) for r in results) for key in keys}
-        print(f"Outreach over {len(results)} chunks: {totals}")
+        totals = {key: sum(int(r[key]) for r in rows) for key in keys}
+        print(f"Outreach over {len(rows)} chunks: {totals}")
         return totals
 
     report(send.output)

@@ -1,7 +1,9 @@
 """
 A pipeline-completion alert: the notifier reports success of the whole run, and the failure of any task.
 
-Trigger with ``{"fail": true}`` to see the failure alert.
+Trigger with ``{"fail": true}`` to see the failure alert.  The texts name the run with ``{{ run_id }}``,
+not ``{{ ds }}``: a run triggered by hand (UI or REST API) may have no logical date, and then
+``ds`` is undefined and the alert would fail to render.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ with DAG(
     tags=["example", "vantax"],
     params={"alert_conversation_id": Param("conv_data_alerts", type="string"), "fail": False},
     on_success_callback=VantaxNotifier(
-        **ALERTS, content="{{ dag.dag_id }} finished for {{ ds }}: all tasks succeeded."
+        **ALERTS, content="{{ dag.dag_id }} finished: all tasks succeeded (run {{ run_id }})."
     ),
     default_args={
         "on_failure_callback": VantaxNotifier(
             **ALERTS,
-            content="{{ dag.dag_id }} failed for {{ ds }}: task {{ ti.task_id }} (try {{ ti.try_number }}).",
+            content="{{ dag.dag_id }} failed: task {{ ti.task_id }} (try {{ ti.try_number }}), "
+            "run {{ run_id }}.",
         ),
     },
     doc_md=__doc__,

@@ -30,7 +30,8 @@ with DAG(
         conversation_id="{{ params.conversation_id }}",
         channel="{{ params.channel }}",
         from_phone_number_id="{{ params.from_phone_number_id or '' }}",
-        content="Good morning! The data for {{ ds }} is ready. Run: {{ run_id }}",
+        # run_after, not ds: a manual run may have no logical date (ds undefined), every run has run_after.
+        content="Good morning! The data for {{ dag_run.run_after | ds }} is ready. Run: {{ run_id }}",
         wait_for_delivery=True,
         deferrable=True,  # waiting for the delivery receipt holds no worker slot
         poll_interval=1,

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from airflow.sdk.exceptions import (
         AirflowException,
         AirflowFailException,
+        AirflowNotFoundException,
         AirflowSensorTimeout,
         AirflowSkipException,
     )
@@ -18,6 +19,7 @@ else:
         from airflow.sdk.exceptions import (
             AirflowException,
             AirflowFailException,
+            AirflowNotFoundException,
             AirflowSensorTimeout,
             AirflowSkipException,
         )
@@ -25,6 +27,7 @@ else:
         from airflow.exceptions import (
             AirflowException,
             AirflowFailException,
+            AirflowNotFoundException,
             AirflowSensorTimeout,
             AirflowSkipException,
         )
@@ -32,6 +35,7 @@ else:
 __all__ = [
     "AirflowException",
     "AirflowFailException",
+    "AirflowNotFoundException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
     "aget_xcom",
@@ -141,6 +145,34 @@ def in_process_supervisor() -> bool:
         "vantax-provider does not know how to read XComs there. Use a supported Airflow version "
         "(see docs/compatibility.md)."
     )
+
+
+def metastore_connection(conn_id: str) -> Any:
+    """
+    The connection ``conn_id`` from the metadata DB, where the task SDK cannot ask for it; else None.
+
+    ``airflow dags test`` runs a DAG's own callbacks (``on_success_callback`` of the DAG) in its
+    command's process after the run, with no supervisor channel (``task_runner.SUPERVISOR_COMMS``)
+    and no process context: the SDK's lookup there asks environment variables and configured
+    secrets backends only, so a connection added with ``airflow connections add`` "isn't
+    defined" (Airflow 3.1 to 3.3).  That process has the metadata DB, as the command itself
+    does.  Anywhere else (a task, a trigger, a callback under the dag-processor, a server) the
+    SDK's answer stands, and so does a DB that cannot be read.
+    """
+    import os
+
+    from airflow.sdk.execution_time import task_runner
+
+    if getattr(task_runner, "SUPERVISOR_COMMS", None) is not None:
+        return None  # a task, trigger or callback runner: the supervisor answered
+    if os.environ.get("_AIRFLOW_PROCESS_CONTEXT"):
+        return None  # a server or triggerer process: the SDK's own chain applies
+    try:
+        from airflow.secrets.metastore import MetastoreBackend
+
+        return MetastoreBackend().get_connection(conn_id)
+    except Exception:  # no DB here (a script, a worker without one): the SDK's "isn't defined" stands
+        return None
 
 
 async def aget_xcom(*, key: str, dag_id: str, task_id: str, run_id: str, map_index: int) -> Any:

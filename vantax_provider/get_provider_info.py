@@ -45,8 +45,9 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-vantax",
         "name": "Vantax",
-        "description": "`Vantax <https://vantaxai.com/>`__ omnichannel messaging: SMS, WhatsApp, "
-        "Messenger, Instagram and email.",
+        # Plain text: `airflow providers list` prints it with only backquotes, _, <, > and the
+        # final period taken out (an RST link would show as "Vantax https://...").
+        "description": "Vantax omnichannel messaging: SMS, WhatsApp, Messenger, Instagram and email.",
         "versions": [__version__],
         "integrations": [
             {

@@ -110,6 +110,8 @@ class AirflowCluster:
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+            # The simple auth manager hands out admin tokens without a password (loopback only).
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__SCHEDULER__PARSING_CLEANUP_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "1",
@@ -258,6 +260,27 @@ class AirflowCluster:
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, run_id: str | None = None) -> str:
         run_id = run_id or f"e2e__{uuid.uuid4().hex[:12]}"
         self.airflow("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(dict(conf or {})))
+        return run_id
+
+    def trigger_rest(
+        self,
+        dag_id: str,
+        conf: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        logical_date: str | None = None,
+    ) -> str:
+        """Trigger a run through the REST API, as the UI does: ``logical_date`` null by default."""
+        run_id = run_id or f"rest__{uuid.uuid4().hex[:12]}"
+        base = f"http://127.0.0.1:{self.port}"
+        token = httpx.get(f"{base}/auth/token", timeout=30).json()["access_token"]
+        answer = httpx.post(
+            f"{base}/api/v2/dags/{dag_id}/dagRuns",
+            json={"dag_run_id": run_id, "logical_date": logical_date, "conf": dict(conf or {})},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        if answer.status_code != 200:
+            raise ClusterError(f"POST dagRuns of {dag_id}: {answer.status_code} {answer.text[:2000]}")
         return run_id
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:

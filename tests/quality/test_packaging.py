@@ -58,7 +58,11 @@ def test_what_the_wheel_and_the_sdist_contain(dist: Path) -> None:
     (sdist,) = dist.glob("*.tar.gz")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
-    assert top == {"vantax_provider", "airflow_provider_vantax-0.1.0.dist-info"}, top
+    info_dir = "airflow_provider_vantax-0.1.0.dist-info"
+    assert top == {"vantax_provider", "airflow_provider_vantax", info_dir}, top
+    # Only the docstring: Airflow 3.3 imports it to look for example DAGs (there are none).
+    alias = [n for n in names if n.startswith("airflow_provider_vantax/")]
+    assert alias == ["airflow_provider_vantax/__init__.py"]
     license_text = (REPO / "LICENSE").read_text()
     assert license_text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in license_text
     assert "END OF TERMS AND CONDITIONS" in license_text

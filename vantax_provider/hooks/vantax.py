@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk.bases.hook import BaseHook
 
 from vantax_provider._arguments import finite_number
+from vantax_provider._compat import AirflowNotFoundException, metastore_connection
 from vantax_provider.contract import DEFAULT_CONN_ID
 from vantax_provider.defaults import DEFAULT_POLL_INTERVAL
 from vantax_provider.exceptions import VantaxError, bound_text
@@ -42,8 +43,15 @@ from vantax_provider.status import status_set
 
 if TYPE_CHECKING:
     import httpx
+    from airflow.sdk import Connection
 
 __all__ = ["VantaxHook"]
+
+NO_API_KEY_ANSWER = (
+    "No API key: the password field (API key) is empty. Paste your Vantax API key there; "
+    'a connection added with --conn-password "$VANTAX_API_KEY" gets an empty one when that '
+    "variable is not set."
+)
 
 
 class VantaxHook(BaseHook):
@@ -92,6 +100,20 @@ class VantaxHook(BaseHook):
         return f"{type(self).__name__}(vantax_conn_id={self.vantax_conn_id!r})"
 
     # -- connection -------------------------------------------------------------------------
+
+    @classmethod
+    def get_connection(cls, conn_id: str) -> Connection:
+        """
+        The connection, through the task SDK; under ``airflow dags test``, a DAG callback's lookup
+        also reads the metadata DB (see ``_compat.metastore_connection``).
+        """
+        try:
+            return super().get_connection(conn_id)
+        except AirflowNotFoundException:
+            found = metastore_connection(conn_id)
+            if found is None:
+                raise
+            return cast("Connection", found)
 
     def _apply_overrides(self, settings: VantaxSettings) -> VantaxSettings:
         if self._timeout is not None:
@@ -350,9 +372,13 @@ class VantaxHook(BaseHook):
         and reads a path that is no API route with the key: the first two must be refused, the
         third answered 404 in the API's error envelope, and the fourth answered otherwise than
         the third, or the base URL is not proven.  No request is repeated, the whole test has a
-        time budget (``_probe.PROBE_SECONDS``), and nothing is sent.
+        time budget (``_probe.PROBE_SECONDS``), and nothing is sent.  An empty API key is named as
+        such before any request: Airflow tests the form under a made-up conn_id, which the
+        connection's own error would quote.
         """
         try:
+            if not (self.get_connection(self.vantax_conn_id).password or "").strip():
+                return False, NO_API_KEY_ANSWER
             return probe(self.get_conn(), self.settings)
         except VantaxError as exc:
             return False, bound_text(self._scrubbed(str(exc)), 500)

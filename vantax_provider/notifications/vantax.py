@@ -26,7 +26,10 @@ class VantaxNotifier(TemplateFiles, BaseNotifier):
     Send a Vantax message as ``on_failure_callback``, ``on_success_callback`` or a DAG-level callback.
 
     Templated like :class:`~vantax_provider.operators.vantax.VantaxSendMessageOperator`, with the
-    callback's context, e.g. ``content="{{ dag.dag_id }} failed on {{ ds }}"``.
+    callback's context, e.g. ``content="{{ dag.dag_id }} failed, run {{ run_id }}"`` (not ``{{ ds }}``: a run
+    triggered by hand may have no logical date).  As a deadline alert's callback
+    (``AsyncCallback(VantaxNotifier, kwargs={...})``) it runs in the triggerer, and its context
+    is ``dag_run`` (the run as the REST API shows it) and ``deadline``.
 
     :param conversation_id: the conversation to post into. (templated)
     :param channel: sms, whatsapp, facebook, instagram or email. (templated)
@@ -114,13 +117,15 @@ class VantaxNotifier(TemplateFiles, BaseNotifier):
         if self.idempotency_key is not None:
             return self.idempotency_key or None
         ctx: Mapping[str, Any] = context
+        deadline, dag_run = ctx.get("deadline"), ctx.get("dag_run")
+        if isinstance(deadline, Mapping) and isinstance(dag_run, Mapping):
+            return self._deadline_key(deadline, dag_run, request)
         ti = ctx.get("ti") or ctx.get("task_instance")
-        dag_run = ctx.get("dag_run")
         dag = ctx.get("dag")
         dag_id = getattr(ti, "dag_id", None) or getattr(dag, "dag_id", None)
         run_id = getattr(ti, "run_id", None) or getattr(dag_run, "run_id", None) or ctx.get("run_id")
         if not dag_id or not run_id:
-            return None  # e.g. a deadline alert without a run: no identity to derive from
+            return None  # no run to derive an identity from
         if "reason" in ctx or ti is None:
             # A DAG-level callback (its context has "reason", and may carry the last task instance):
             # keyed by the DAG run, so it is never taken for a replay of that task's own alert. A
@@ -132,6 +137,21 @@ class VantaxNotifier(TemplateFiles, BaseNotifier):
             map_index = getattr(ti, "map_index", None)
         return derive_idempotency_key(
             dag_id=dag_id, task_id=who, run_id=run_id, map_index=map_index,
+            conversation_id=request.conversation_id, body=request.to_body(),
+        )  # fmt: skip
+
+    @staticmethod
+    def _deadline_key(
+        deadline: Mapping[str, Any], dag_run: Mapping[str, Any], request: SendMessageRequest
+    ) -> str | None:
+        # A deadline alert's context holds the run as the REST API shows it (a dict) and the
+        # deadline: keyed by the deadline, so a callback the triggerer runs again (it restarted
+        # mid-send) is a replay, while each missed deadline alerts once.
+        dag_id, run_id, deadline_id = dag_run.get("dag_id"), dag_run.get("dag_run_id"), deadline.get("id")
+        if not dag_id or not run_id or not deadline_id:
+            return None
+        return derive_idempotency_key(
+            dag_id=str(dag_id), task_id=f"#deadline-{deadline_id}", run_id=str(run_id), map_index=None,
             conversation_id=request.conversation_id, body=request.to_body(),
         )  # fmt: skip
 
