@@ -76,17 +76,20 @@ def check_id(value: str) -> str:
     return _reject_control_chars(value, allow_newlines=False)
 
 
-def _check_url(url: object) -> str:
+def _check_url(url: object, index: int) -> str:
+    # The entry is named by its position, never quoted: a URL may carry phone data or content.
     if not isinstance(url, str):
-        raise PydanticCustomError("url_type", "each entry must be a string URL")
+        raise PydanticCustomError("url_type", "entry {index} must be a string URL", {"index": index})
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PydanticCustomError(
-            "url_absolute", "{url} is not an absolute http(s) URL", {"url": repr(url[:100])}
+            "url_absolute", "entry {index} is not an absolute http(s) URL", {"index": index}
         )
     if len(url) > contract.URL_MAX_CHARS or any(c.isspace() for c in url):
         raise PydanticCustomError(
-            "url_chars", "{url} is too long or contains white space", {"url": repr(url[:100])}
+            "url_chars",
+            "entry {index} is longer than {limit} characters or contains white space",
+            {"index": index, "limit": contract.URL_MAX_CHARS},
         )
     return url
 
@@ -153,7 +156,7 @@ class SendMessageRequest(BaseModel):
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise PydanticCustomError("media_type", "must be a list of URLs")
-        return [_check_url(url) for url in value] or None
+        return [_check_url(url, i) for i, url in enumerate(value)] or None
 
     @model_validator(mode="before")
     @classmethod

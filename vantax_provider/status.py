@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 
+from vantax_provider._arguments import finite_number
 from vantax_provider.exceptions import (
     VantaxError,
     VantaxRateLimitError,
@@ -200,13 +201,12 @@ def event_outcome(
 
 
 def to_seconds(value: float | timedelta | None, name: str) -> float | None:
-    """Seconds from a number or timedelta; None stays None.  Refuses negatives naming the field."""
+    """Seconds from a number or timedelta; None stays None.  Refuses negatives, NaN and infinities."""
     if value is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0:
-        raise ValueError(f"{name} must not be negative, got {value!r}.")
-    return seconds
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    return finite_number(value, name, minimum=0)
 
 
 def settle_until(seconds: float | None = None) -> float:
@@ -235,4 +235,4 @@ def to_epoch(value: float | str | datetime | None) -> float | None:
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
         return value.timestamp()
-    return float(value)
+    return finite_number(value, "end_time")

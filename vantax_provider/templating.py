@@ -83,7 +83,8 @@ class TemplateFiles(_Base):
     white space and no URL scheme, and the file is in the DAG's template search path; every other
     value is text, rendered as usual.  A value that looks like a file name but is not found fails
     with a :class:`~vantax_provider.exceptions.VantaxValidationError` naming the field and the
-    search path, since sending ``"body.html"`` to a customer is never what was meant.
+    search path, since sending ``"body.html"`` to a customer is never what was meant.  A template
+    that does not compile fails the same way, naming the field and the reason.
     """
 
     template_ext: Sequence[str] = TEMPLATE_EXTENSIONS
@@ -107,6 +108,36 @@ class TemplateFiles(_Base):
         jinja_env: jinja2.Environment | None = None,
         seen_oids: set[int] | None = None,
     ) -> Any:
+        import jinja2
+
+        try:
+            return self._render_one(content, context, jinja_env, seen_oids)
+        except jinja2.TemplateSyntaxError as exc:  # bad input: the same text fails the same way on a retry
+            where = f" in {exc.name}" if exc.name else ""
+            reason = f"is not a valid template: {exc.message or 'syntax error'} (line {exc.lineno}{where})"
+            raise self.template_file_error(
+                VantaxValidationError([FieldError(self._field_of(content), reason)])
+            ) from None
+
+    def _field_of(self, content: Any) -> str:
+        """The name of the template field holding ``content`` (an item of a list field: ``name[i]``)."""
+        for name in self.template_fields:
+            value = getattr(self, name, None)
+            if value is content:
+                return name
+            if isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if item is content:
+                        return f"{name}[{i}]"
+        return "a template field"
+
+    def _render_one(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None,
+        seen_oids: set[int] | None,
+    ) -> Any:
         if not isinstance(content, str) or not content.endswith(tuple(self.template_ext)):
             return super().render_template(content, context, jinja_env, seen_oids)
         if seen_oids is not None and id(content) in seen_oids:
@@ -115,14 +146,16 @@ class TemplateFiles(_Base):
         if not looks_like_file_name(content, self.template_ext):
             return render_text(self, env.from_string(content), context)
         if _find(env, content) is None:
-            field = next((n for n in self.template_fields if getattr(self, n, None) is content), "a field")
             raise self.template_file_error(
-                VantaxValidationError([FieldError(field, _not_found_reason(content, env))])
+                VantaxValidationError([FieldError(self._field_of(content), _not_found_reason(content, env))])
             )
         return super().render_template(content, context, env, seen_oids)
 
     def template_file_error(self, error: VantaxValidationError) -> Exception:
-        """The exception to raise for a missing template file (operators fail without retries)."""
+        """
+        The exception to raise for a missing template file or a template that does not compile
+        (operators fail without retries).
+        """
         return error
 
 

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from vantax_provider._compat import AirflowException
-from vantax_provider.exceptions import VantaxValidationError
+from vantax_provider._compat import AirflowException, AirflowFailException
 from vantax_provider.operators.vantax_bulk import (
     FAILED_RESULT_XCOM_KEY,
     VantaxBulkSendMessageOperator,
@@ -87,7 +86,7 @@ def test_missing_key_fails_that_recipient_only_naming_field_and_key(emu, context
 
 
 def test_template_syntax_error_fails_before_any_request(emu, context) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(VantaxValidationError, match="content: is not a valid template"):
+    with pytest.raises(AirflowFailException, match="content: is not a valid template"):
         _op(_recipients(5), content="Hi {{ recipient.name ").execute(context())
     assert emu.stats()["requests"] == 0
 

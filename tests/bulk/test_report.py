@@ -256,3 +256,45 @@ def test_rows_reach_the_report_as_soon_as_those_before_them_are_done(tmp_path, m
     assert lines() == list(range(7)) and writer.lines == 7
     assert [r["index"] for r in batch.listing.rows] == [0, 1] and batch.listing.total == 7
     assert batch.examples == [f"#{i}: bad" for i in range(5)]
+
+
+_PRIVATE_DAG = """
+from datetime import datetime
+from airflow.sdk import DAG
+from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
+
+with DAG("vx_bulk_private_report", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
+    VantaxBulkSendMessageOperator(
+        task_id="bulk", recipients=[{{"cid": "conv_p1"}}, {{"cid": "conv_p2"}}],
+        conversation_id="{{{{ recipient.cid }}}}", channel="facebook", content="Hi",
+        wait_for_delivery=True, deferrable=False, poll_interval=0.1, delivery_timeout=30,
+        report_path="{root}/new/reports",
+    )
+"""
+
+
+def test_reports_and_the_folders_made_for_them_are_owner_only(dag_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import stat
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    tmp_path.chmod(0o755)
+    previous = os.umask(0o022)  # the usual umask, under which files are created 0644
+    try:
+        dag = load_dag("vx_bulk_private_report", _PRIVATE_DAG.format(root=tmp_path))
+        run = dag.test(logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)
+    finally:
+        os.umask(previous)
+    assert task_states(run) == {"bulk": ("success", 1)}
+    result = xcom(run, "bulk")
+    report = Path(result["report"].removeprefix("file://"))
+    delivery = Path(result["delivery"]["report"].removeprefix("file://"))
+    assert len(list(read_report(result["report"]))) == 2 and delivery.exists()
+    # The reports hold conversation ids: owner-only files, in owner-only folders where the task made them.
+    assert (oct(mode(report)), oct(mode(delivery))) == ("0o600", "0o600")
+    made = [tmp_path / "new", *[p for p in report.parents if tmp_path / "new" in p.parents]]
+    assert len(made) == 4  # new, reports, the DAG's, the run's: all made by the task
+    assert {oct(mode(folder)) for folder in made} == {"0o700"}, [(str(p), oct(mode(p))) for p in made]
+    assert mode(tmp_path) == 0o755  # a folder that was there is left as it was

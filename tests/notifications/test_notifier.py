@@ -88,3 +88,16 @@ def test_async_notify(vantax_conn: str, vantax_emulator: Any) -> None:
 def test_opting_out_of_the_key(vantax_conn: str, vantax_emulator: Any) -> None:
     VantaxNotifier(conversation_id="c", channel="facebook", content="x", idempotency_key="")(_context())
     assert vantax_emulator.messages()[0]["idempotency_key"] is None
+
+
+def test_a_template_syntax_error_names_the_field_and_sends_nothing(
+    vantax_conn: str, vantax_emulator: Any
+) -> None:
+    import pytest
+
+    from vantax_provider.exceptions import VantaxValidationError
+
+    notifier = VantaxNotifier(conversation_id="c", channel="facebook", content="Hi {{ ds ")
+    with pytest.raises(VantaxValidationError, match=r"content: is not a valid template: .*\(line 1\)"):
+        notifier(_context())
+    assert vantax_emulator.stats()["requests"] == 0

@@ -118,6 +118,27 @@ with DAG("op_invalid", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
     assert dag_env.stats()["requests"] == 0
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("content", "Hi {{ params.name "), ("subject", "{% if %}"), ("media_url", ["https://x.io/{{ ds "])],
+)
+def test_a_template_syntax_error_is_not_retried(dag_env: Any, field: str, value: Any) -> None:
+    fields = {"content": "Hi", "subject": "S", field: value}
+    dag_id = f"op_syntax_{field}"
+    dag = load_dag(
+        dag_id,
+        HEADER
+        + f"""
+with DAG("{dag_id}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
+    VantaxSendMessageOperator(task_id="send", conversation_id="conv_s", channel="email", retries=3,
+                              retry_delay=0, **{fields!r})
+""",
+    )
+    dr = dag.test()
+    assert task_states(dr) == {"send": ("failed", 1)}
+    assert dag_env.stats()["requests"] == 0
+
+
 def test_messaging_window_422_is_not_retried(dag_env: Any) -> None:
     dag = load_dag(
         "op_422",

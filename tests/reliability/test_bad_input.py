@@ -118,6 +118,12 @@ def invalid_messages(draw: st.DrawFn) -> tuple[dict[str, Any], set[str]]:
     return fields, set(chosen)
 
 
+def _texts(value: Any) -> list[str]:
+    """The strings in a wrong value long enough not to match an error's own words by chance."""
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if isinstance(v, str) and len(v.strip()) >= 8]
+
+
 @pytest.fixture
 def hook(vantax_emulator: Emulator, fast_conn: Callable[..., str]) -> Iterator[VantaxHook]:
     fast_conn()
@@ -142,6 +148,9 @@ def test_invalid_messages_never_reach_the_server_and_name_every_field(
     assert all(e.reason for e in err.errors)
     for name in wrong:
         assert f"{name}" in str(err)
+        for value in _texts(fields.get(name) if name != "conversation_id" else conversation_id):
+            # Named, never quoted: a value may be phone data or message content.
+            assert value not in str(err) and repr(value)[1:-1] not in str(err), (name, err)
     f = figures("bad-input")
     f.cases += 1
     f.extra["invalid_refused"] = f.extra.get("invalid_refused", 0) + 1

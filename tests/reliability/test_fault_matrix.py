@@ -302,8 +302,17 @@ def test_bulk_send(
     ok, error = _run(lambda: result.update(op.execute(context)))
     _wait_out_stalls(fault)
     counts = created_per_conversation(emu)
+    others = {r["conv"]: counts[r["conv"]] for r in recipients if r["conv"] != victim}
     if ok:
         assert result["sent"] == 5 and result["failed"] == 0
+    elif name == "401":
+        # A refused key stops the batch at the first refusal, without a retry: the bystanders in
+        # flight then are sent, the others are not, and nobody is sent twice.
+        assert "refused the API key" in str(error)
+        failed = context["ti"].xcoms["vantax_bulk_result"]
+        assert failed["failed"] == 1 and failed["sent"] == sum(others.values())
+        assert all(n <= 1 for n in others.values()), others
+        others = {conv: n for conv, n in others.items() if n}
     else:
         # The whole batch ran: the failure is reported per recipient and in the task's error.
         failed = context["ti"].xcoms["vantax_bulk_result"]
@@ -313,10 +322,10 @@ def test_bulk_send(
         # A failed recipient whose message exists on the server is flagged as possibly sent.
         if counts[victim] > 0:
             assert outcome.get("maybe_sent") is True, (outcome, counts[victim])
-    others = {r["conv"]: counts[r["conv"]] for r in recipients if r["conv"] != victim}
     # A batch fails by its failure policy with a retryable error whatever the recipients' reasons
-    # (a retry re-sends only the unsent ones), so a closed window does not stop Airflow's retry.
-    retry = retry or name == "422"
+    # (a retry re-sends only the unsent ones), so a closed window does not stop Airflow's retry;
+    # a refused key does, since every recipient would be refused.
+    retry = (retry or name == "422") and name != "401"
     observed = Observed(ok, error, attempts(emu, victim, "POST"), counts[victim], others, lasting)
     _check("fault-matrix/bulk-send", observed, fault, klass, created, pattern, retry, emu, dedup)
 

@@ -68,6 +68,15 @@ def test_a_none_message_id_is_a_validation_error_before_any_request(
     assert vantax_emulator.requests() == []
 
 
+def test_an_id_that_is_not_text_is_named_not_quoted(vantax_conn: str, vantax_emulator: Any) -> None:
+    # E.g. a whole message pulled from XCom as a native object: its content must not reach the error.
+    message = {"content": "PIN 918273"}
+    sensor = VantaxMessageStatusSensor(task_id="w", conversation_id="conv", message_id=message)  # type: ignore[arg-type]
+    with pytest.raises(AirflowFailException, match="message_id: must be a string, got dict") as raised:
+        sensor.poke({})  # type: ignore[arg-type]
+    assert "918273" not in str(raised.value) and vantax_emulator.requests() == []
+
+
 @pytest.mark.parametrize("poke_interval", [0, 0.0])
 def test_deferrable_needs_a_positive_poke_interval(poke_interval: float) -> None:
     with pytest.raises(ValueError, match="poke_interval must be positive with deferrable=True"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from vantax_provider._arguments import finite_number, whole_number
 from vantax_provider.bulk.journal import MAX_WINDOW
 from vantax_provider.defaults import ON_UNCERTAIN
 
@@ -20,8 +21,7 @@ def check_arguments(
     intervals: Mapping[str, float],
 ) -> None:
     """Raise ``ValueError`` naming the first argument of the bulk operator that is out of range."""
-    if not 1 <= max_concurrency <= MAX_WINDOW:
-        raise ValueError(f"max_concurrency must be between 1 and {MAX_WINDOW}, got {max_concurrency!r}.")
+    max_concurrency = whole_number(max_concurrency, "max_concurrency", minimum=1, maximum=MAX_WINDOW)
     if max_uncertain is not None and (
         isinstance(max_uncertain, bool)
         or not isinstance(max_uncertain, int)
@@ -31,13 +31,12 @@ def check_arguments(
             f"max_uncertain must be None or between max_concurrency ({max_concurrency}) and "
             f"{MAX_WINDOW}, got {max_uncertain!r}."
         )
-    if rate_limit is not None and rate_limit <= 0:
-        raise ValueError(f"rate_limit must be positive or None, got {rate_limit!r}.")
-    if max_failure_ratio is not None and not 0 <= max_failure_ratio <= 1:
-        raise ValueError(f"max_failure_ratio must be between 0 and 1, got {max_failure_ratio!r}.")
+    if rate_limit is not None:
+        finite_number(rate_limit, "rate_limit", positive=True)
+    if max_failure_ratio is not None:
+        finite_number(max_failure_ratio, "max_failure_ratio", minimum=0, maximum=1)
     for name, value in intervals.items():
-        if value <= 0:
-            raise ValueError(f"{name} must be positive, got {value!r}.")
+        finite_number(value, name, positive=True)
     if on_uncertain not in ON_UNCERTAIN:
         raise ValueError(f"on_uncertain must be 'resend' or 'skip', got {on_uncertain!r}.")
     own_key = idempotency_key_field

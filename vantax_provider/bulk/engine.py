@@ -16,9 +16,10 @@ import time
 from collections.abc import Awaitable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from vantax_provider._arguments import finite_number, whole_number
 from vantax_provider.bulk.types import BulkItem, BulkProgress, BulkSender, Ledger, SendOutcome
 from vantax_provider.contract import POST_MAYBE_CREATED
-from vantax_provider.exceptions import VantaxError, VantaxTransportError
+from vantax_provider.exceptions import VantaxAuthenticationError, VantaxError, VantaxTransportError
 
 if TYPE_CHECKING:
     from vantax_provider.models import Message
@@ -48,25 +49,28 @@ async def send_many(
     also after an error (``tick``), so a checkpoint written there covers everything that finished.
     Items are taken when a slot is free, or up to ``ahead`` items earlier, so that a slow
     admission overlaps the requests in flight: at most ``max_concurrency + ahead`` items are
-    taken and not finished.  ``repeat_uncertain=False`` never repeats a request that may have
+    taken and not finished.  A refused API key (401/403) stops the batch: its outcome is reported,
+    no other request starts, the requests in flight finish and are reported, and the refusal is
+    raised at the end (every other recipient would be refused the same way).
+    ``repeat_uncertain=False`` never repeats a request that may have
     created its message (a read timeout, a 500/502/504), even under an idempotency key: for a
     service that does not deduplicate; such a failure is reported with ``maybe_sent``.
     """
-    if max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
-    if ahead < 0:
-        raise ValueError(f"ahead must be at least 0, got {ahead!r}")
+    max_concurrency = whole_number(max_concurrency, "max_concurrency", minimum=1)
+    ahead = whole_number(ahead, "ahead", minimum=0)
+    tick_interval = finite_number(tick_interval, "tick_interval", positive=True)
     iterator: Iterator[BulkItem] = iter(items)
     progress = BulkProgress(started=time.monotonic())
     window = asyncio.Semaphore(max_concurrency + ahead)  # taken and not finished
     taken: asyncio.Queue[tuple[BulkItem, Awaitable[None] | None] | None] = asyncio.Queue()
     unsent: dict[int, BulkItem] = {}  # taken, request not started: by position
+    refused: list[VantaxAuthenticationError] = []  # the first refusal of the key ends the batch
 
     async def feeder() -> None:
         try:
             while True:
-                await window.acquire()
-                item = next(iterator, None)
+                await window.acquire()  # the sender that records a refusal releases after it
+                item = None if refused else next(iterator, None)
                 if item is None:
                     break
                 unsent[item.index] = item
@@ -78,8 +82,10 @@ async def send_many(
     async def send() -> None:
         while (entry := await taken.get()) is not None:
             item, admission = entry
-            if admission is not None:
+            if admission is not None and not refused:
                 await admission
+            if refused:
+                break  # the item stays in unsent: known not sent
             del unsent[item.index]
             progress.in_flight += 1
             try:
@@ -89,6 +95,8 @@ async def send_many(
             except VantaxError as exc:
                 outcome = _failed(item, exc)
                 progress.failed += 1
+                if isinstance(exc, VantaxAuthenticationError) and not refused:
+                    refused.append(exc)
             else:
                 outcome = _sent(item, message)
                 progress.sent += 1
@@ -104,6 +112,8 @@ async def send_many(
     finally:
         for item in unsent.values():  # empty unless the batch stopped on an error
             ledger.unsent(item)
+    if refused:
+        raise refused[0]
     return progress
 
 

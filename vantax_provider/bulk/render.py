@@ -27,7 +27,9 @@ class Renderer:
     Sandboxed (no access to unsafe attributes, no mutation) and strict (a missing key is an
     error, not an empty string).  A JSON ``null`` read from a dict behaves like a missing key:
     printing it fails the recipient, while ``| default(...)``, ``or`` and ``{% if %}`` handle it.
-    Strings without ``{{``, ``{%`` or ``{#`` are used as they are, and so are the ``literal`` fields.
+    Strings without ``{{``, ``{%`` or ``{#`` are used as they are, and so are the ``literal`` fields;
+    a template that does not compile raises ``AirflowFailException`` naming the field and the reason
+    (no retry).
 
     :param fields: the operator's message fields: literals, templates, or None.
     :param context: the task context, visible to every template next to ``recipient``.
@@ -62,8 +64,8 @@ class Renderer:
                 self._fields[name] = [compile_(f"{name}[{i}]", v) for i, v in enumerate(value)]
             else:
                 self._fields[name] = compile_(name, value)
-        if errors:
-            raise VantaxValidationError(errors)
+        if errors:  # the same templates fail the same way on a retry
+            raise AirflowFailException(str(VantaxValidationError(errors)))
 
     def render(self, recipient: Any) -> dict[str, Any]:
         """The fields for one recipient; raises :class:`RenderError` naming the failing field."""
@@ -205,9 +207,7 @@ def _json_problem(value: Any, where: str, depth: int) -> str | None:
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                return (
-                    f"{where} has a key of type {type(key).__name__} ({str(key)[:40]!r}); keys must be text"
-                )
+                return f"{where} has a key of type {type(key).__name__}; keys must be text"  # not its value
             problem = _json_problem(item, f"{where}.{key[:40]}", depth + 1)
             if problem:
                 return problem

@@ -91,6 +91,29 @@ def _local(path: Any) -> bool:
     return str(getattr(path, "protocol", "") or "file") in ("file", "local")
 
 
+def _create_private(target: str) -> None:
+    """
+    Create the local file ``target`` empty and owner-only (0600), and the folders it needs 0700:
+    a report names conversations.  Folders that exist already are left as they are.
+    """
+    missing: list[str] = []
+    folder = os.path.dirname(target)
+    while folder and not os.path.isdir(folder) and folder != os.path.dirname(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:  # made meanwhile, e.g. by another mapped task: not ours to change
+            continue
+        os.chmod(folder, 0o700)  # exactly, whatever the umask
+    handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(handle, 0o600)  # a file that was there keeps its mode through O_CREAT
+    finally:
+        os.close(handle)
+
+
 #: Report lines gathered before each write: the rows do not pile up in memory, and a remote store
 #: gets a few large writes instead of one per recipient.
 FLUSH_LINES = 4096
@@ -109,7 +132,7 @@ class ReportWriter:
         self.uri = uri
         path = _path(uri, conn_id)
         if _local(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(os.fspath(path.path))
         self._handle = path.open("w")
         self._buffer: list[str] = []
         self.lines = 0

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vantax_provider import task_state
-from vantax_provider._compat import AirflowException
+from vantax_provider._compat import AirflowException, AirflowFailException
 from vantax_provider.bulk import report as reports
 from vantax_provider.bulk.engine import send_many
 from vantax_provider.bulk.items import bulk_items
 from vantax_provider.bulk.journal import Journal
 from vantax_provider.bulk.outcomes import Batch
+from vantax_provider.exceptions import VantaxAuthenticationError
 
 if TYPE_CHECKING:
     from vantax_provider.bulk.render import Renderer
@@ -62,11 +63,13 @@ class TryResult:
     :param result: the bounded XCom result (counts, listed outcomes, the report's URI).
     :param batch: the try's outcomes.
     :param journal: the try's journal (what earlier tries sent).
+    :param refused: Vantax refused the API key (401/403): the batch stopped at the first refusal.
     """
 
     result: dict[str, Any]
     batch: Batch
     journal: Journal
+    refused: VantaxAuthenticationError | None = None
 
     @property
     def examples(self) -> list[str]:
@@ -126,13 +129,27 @@ def send_try(
             finally:
                 await hook.aclose()
 
+    refused: VantaxAuthenticationError | None = None
     try:
         asyncio.run(run())
+    except VantaxAuthenticationError as exc:  # the batch stopped at the first refusal of the key
+        refused = exc
     finally:
         batch.finish()  # the rows so far reach the report, also when sending stopped on an error
     result = _result(batch, writer, options.max_listed_outcomes, log)
     batch.log_summary()
-    return TryResult(result, batch, journal)
+    return TryResult(result, batch, journal, refused)
+
+
+def key_refused(result: Mapping[str, Any], exc: Exception, xcom_key: str) -> AirflowFailException:
+    """The task's failure when Vantax refused the API key (401/403) and the batch stopped there."""
+    total = result["total"]
+    not_sent = total - sum(int(result.get(k, 0)) for k in reports.OUTCOMES)
+    return AirflowFailException(
+        f"Vantax refused the API key: the bulk send stopped at the first refusal; {not_sent} of {total} "
+        f"recipients were not sent ({result['sent']} sent, {result['failed']} failed), and a retry would "
+        f"be refused the same way. The result is in XCom {xcom_key!r}. {exc}"
+    )
 
 
 def open_report(options: Options, context: Mapping[str, Any]) -> reports.ReportWriter | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from vantax_provider._arguments import finite_number
+
 #: AIMD tuning, measured in docs/performance.md ("The account's rate limit across processes").
 #: A 429 multiplies the rate by DECREASE, at most once per COOLDOWN seconds (the answers to
 #: requests already in flight must not cut it again); while answers are good it rises by
@@ -39,11 +41,9 @@ class AdaptiveRate:
     """
 
     def __init__(self, limit: float, share: float = 1.0) -> None:
-        if not limit > 0:
-            raise ValueError(f"rate limit must be positive, got {limit!r}")
-        if not 0 < share <= 1:
+        self.limit = finite_number(limit, "rate limit", positive=True)
+        if not 0 < finite_number(share, "rate limit share") <= 1:
             raise ValueError(f"rate limit share must be in (0, 1], got {share!r}")
-        self.limit = float(limit)
         self.rate = self.limit * share
         self.cuts = 0
         self._last_cut = -float("inf")
@@ -89,8 +89,8 @@ class AsyncPacer:
     """
 
     def __init__(self, rate_limit: float | None = None) -> None:
-        if rate_limit is not None and rate_limit <= 0:
-            raise ValueError(f"rate_limit must be positive, got {rate_limit!r}")
+        if rate_limit is not None:
+            rate_limit = finite_number(rate_limit, "rate_limit", positive=True)
         self.cap_interval = 1.0 / rate_limit if rate_limit else 0.0
         self.adaptive: AdaptiveRate | None = None
         self._last_slot = -float("inf")

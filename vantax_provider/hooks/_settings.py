@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
 from vantax_provider import contract
+from vantax_provider._arguments import finite_number, whole_number
 from vantax_provider._compat import async_connection_lookup, in_process_supervisor
 from vantax_provider.exceptions import VantaxConfigurationError
 from vantax_provider.hooks._retry import RetryPolicy
@@ -199,6 +200,28 @@ def _number(
     if number > maximum:
         raise VantaxConfigurationError(f"Connection extra {name!r} must be at most {maximum:g}.")
     return number
+
+
+def check_overrides(timeout: float | None, max_retries: int | None) -> tuple[float | None, int | None]:
+    """The hook's ``timeout`` and ``max_retries`` arguments, checked like the extras they override."""
+    error = VantaxConfigurationError
+    if timeout is not None:
+        timeout = finite_number(timeout, "timeout", positive=True, maximum=MAX_SECONDS, error=error)
+    if max_retries is not None:
+        max_retries = whole_number(max_retries, "max_retries", minimum=0, maximum=MAX_RETRIES, error=error)
+    return timeout, max_retries
+
+
+def check_rate_limit(rate_limit: float | None) -> float | None:
+    """The hook's ``rate_limit`` argument: None, or a finite number of requests per second above 0."""
+    if rate_limit is None:
+        return None
+    return finite_number(rate_limit, "rate_limit", positive=True, error=VantaxConfigurationError)
+
+
+def check_connections(max_connections: int) -> int:
+    """The hook's ``max_connections`` argument: a whole number, at least 1."""
+    return whole_number(max_connections, "max_connections", minimum=1, error=VantaxConfigurationError)
 
 
 def _share(extra: dict[str, Any]) -> float:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from vantax_provider._arguments import finite_number
 from vantax_provider.exceptions import VantaxError
 from vantax_provider.models import DeliveryCheck, Message
 from vantax_provider.status import TRANSIENT_ERRORS, Outcome, judge, status_set, timeout_text
@@ -31,8 +32,9 @@ class Poll:
         timeout: float | None,
         remaining: Callable[[], float | None],
     ) -> None:
-        self.log, self.message_id, self.poll_interval = log, message_id, poll_interval
-        self.timeout, self.remaining = timeout, remaining
+        self.log, self.message_id, self.remaining = log, message_id, remaining
+        self.poll_interval = finite_number(poll_interval, "poll_interval", positive=True)
+        self.timeout = None if timeout is None else finite_number(timeout, "timeout", minimum=0)
         self.last: str | None = None
 
     def after(self, read: DeliveryCheck | VantaxError) -> DeliveryCheck | float:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.hook import BaseHook
 
+from vantax_provider._arguments import finite_number
 from vantax_provider.contract import DEFAULT_CONN_ID
 from vantax_provider.defaults import DEFAULT_POLL_INTERVAL
 from vantax_provider.exceptions import VantaxError, bound_text
@@ -19,6 +20,9 @@ from vantax_provider.hooks._settings import (
     VantaxSettings,
     aget_connection,
     amask_api_key,
+    check_connections,
+    check_overrides,
+    check_rate_limit,
     mask_api_key,
     request_with_defaults,
     settings_from_connection,
@@ -77,11 +81,10 @@ class VantaxHook(BaseHook):
     ) -> None:
         super().__init__()
         self.vantax_conn_id = vantax_conn_id
-        self._timeout = timeout
-        self._max_retries = max_retries
-        self.pacer = AsyncPacer(rate_limit)
+        self._timeout, self._max_retries = check_overrides(timeout, max_retries)
+        self.pacer = AsyncPacer(check_rate_limit(rate_limit))
         self._settings: VantaxSettings | None = None
-        self._transport = Transport(max_connections, self.pacer, self.log)
+        self._transport = Transport(check_connections(max_connections), self.pacer, self.log)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vantax_conn_id={self.vantax_conn_id!r})"
@@ -283,11 +286,11 @@ class VantaxHook(BaseHook):
         2xx without the envelope) are logged and polled through; other API errors are raised.
         """
         success, failure = status_set(success_statuses), status_set(failure_statuses)
-        deadline = None if timeout is None else time.monotonic() + timeout
         poll = Poll(
-            self.log, message_id, poll_interval, timeout,
+            self.log, message_id, poll_interval, timeout,  # checked there: finite, not negative
             lambda: None if deadline is None else deadline - time.monotonic(),
         )  # fmt: skip
+        deadline = None if timeout is None else time.monotonic() + timeout
         return poll.wait(
             lambda: self.check_message_status(
                 conversation_id, message_id, success_statuses=success, failure_statuses=failure
@@ -312,6 +315,7 @@ class VantaxHook(BaseHook):
         carrying its text and the last status read.
         """
         success, failure = status_set(success_statuses), status_set(failure_statuses)
+        end_time = None if end_time is None else finite_number(end_time, "end_time")
         poll = Poll(
             self.log, message_id, poll_interval, None,
             lambda: None if end_time is None else end_time - time.time(),

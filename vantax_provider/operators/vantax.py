@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
+from vantax_provider._arguments import finite_number
 from vantax_provider._compat import AirflowFailException, default_deferrable
 from vantax_provider.contract import DEFAULT_CONN_ID, MESSAGE_FIELDS, omit_blank
 from vantax_provider.defaults import DEFAULT_DELIVERY_TIMEOUT, DEFAULT_POLL_INTERVAL, ON_UNCERTAIN
@@ -158,9 +159,7 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
         self.include_content_in_xcom = bool(include_content_in_xcom)
         self.wait_for_delivery = wait_for_delivery
         self.deferrable = default_deferrable() if deferrable is None else deferrable
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}.")
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = finite_number(poll_interval, "poll_interval", positive=True)
         self.delivery_timeout = to_seconds(delivery_timeout, "delivery_timeout")
         self.success_statuses = sorted(status_set(success_statuses))
         self.failure_statuses = sorted(status_set(failure_statuses))

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from vantax_provider._compat import AirflowException, default_deferrable
+from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
 from vantax_provider.bulk import report as reports
 from vantax_provider.bulk.arguments import check_arguments
 from vantax_provider.bulk.outcomes import EXAMPLE_ERRORS
 from vantax_provider.bulk.render import Renderer, recipient_list, renders_as_itself
 from vantax_provider.bulk.report import read_report as read_report  # re-exported
-from vantax_provider.bulk.send import Options, send_try
+from vantax_provider.bulk.send import Options, key_refused, send_try
 from vantax_provider.contract import DEFAULT_CONN_ID
 from vantax_provider.defaults import (
     DEFAULT_DELIVERY_TIMEOUT,
@@ -216,6 +216,9 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         )  # fmt: skip
         done = send_try(recipients, renderer, hook, context, options, self.log)
         result = done.result
+        if done.refused is not None:  # every other recipient would be refused too, now and on a retry
+            context["ti"].xcom_push(key=FAILED_RESULT_XCOM_KEY, value=result)
+            raise key_refused(result, done.refused, FAILED_RESULT_XCOM_KEY)
         self._apply_policy(context, result, result["failed"] + result["invalid"], done.examples)
         if self.wait_for_delivery:
             return self._wait(context, result, done.pairs(self.log))
@@ -244,7 +247,9 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             examples = [f"#{o['index']}: {o['error']}" for o in result["outcomes"] if o.get("error")]
         examples = examples[:EXAMPLE_ERRORS]
         allowed = "none allowed" if limit is None else f"max_failure_ratio={limit:g}"
-        raise AirflowException(
+        # Only invalid recipients (bad input): a retry would render and refuse them the same way.
+        kind = AirflowFailException if failures == result["invalid"] else AirflowException
+        raise kind(
             f"{failures} of {total} Vantax recipients failed ({100 * ratio:.1f}%, {allowed}); the "
             f"result is in XCom {FAILED_RESULT_XCOM_KEY!r}. First errors: "
             + " | ".join(examples)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from vantax_provider._arguments import finite_number
 from vantax_provider._compat import (
     AirflowFailException,
     AirflowSensorTimeout,
@@ -64,6 +66,9 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
         deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        for name in ("poke_interval", "timeout"):  # Airflow's own check lets NaN through, inf overflows
+            if name in kwargs and not isinstance(kwargs[name], timedelta):
+                finite_number(kwargs[name], name, minimum=0)
         super().__init__(**kwargs)
         self.conversation_id = conversation_id
         self.message_id = message_id
@@ -112,7 +117,7 @@ class VantaxMessageStatusSensor(BaseSensorOperator):
         from vantax_provider.exceptions import FieldError, VantaxValidationError
 
         errors = [
-            FieldError(name, f"must be a string, got {type(value).__name__} ({value!r:.40})")
+            FieldError(name, f"must be a string, got {type(value).__name__}")  # never the value
             for name, value in (("conversation_id", self.conversation_id), ("message_id", self.message_id))
             if not isinstance(value, str)
         ]

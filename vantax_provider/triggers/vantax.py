@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from vantax_provider._arguments import finite_number, whole_number
 from vantax_provider._compat import aget_xcom, in_process_supervisor
 from vantax_provider.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_READ_CONCURRENCY
 from vantax_provider.exceptions import VantaxError
@@ -48,16 +49,14 @@ class _StatusWait(BaseTrigger):
         not_before: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}.")
+        self.poll_interval = finite_number(poll_interval, "poll_interval", positive=True)
         self.vantax_conn_id = vantax_conn_id
-        self.end_time = to_epoch(end_time)
-        self.poll_interval = float(poll_interval)
+        self.end_time = to_epoch(end_time)  # NaN and infinities refused
         self.success_statuses = _statuses(success_statuses)
         self.failure_statuses = _statuses(failure_statuses)
         self._success = frozenset(self.success_statuses or ())
         self._failure = frozenset(self.failure_statuses or ())
-        self.not_before = None if not_before is None else float(not_before)
+        self.not_before = None if not_before is None else finite_number(not_before, "not_before")
 
     def _common_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -219,11 +218,9 @@ class VantaxMessagesStatusTrigger(_StatusWait):
         )  # fmt: skip
         if (messages is None) == (messages_xcom is None):
             raise ValueError("Give exactly one of messages and messages_xcom.")
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}.")
+        self.max_concurrency = whole_number(max_concurrency, "max_concurrency", minimum=1)
         self.messages = None if messages is None else _pairs(messages)
         self.messages_xcom = None if messages_xcom is None else _xcom_reference(messages_xcom)
-        self.max_concurrency = int(max_concurrency)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         given: dict[str, Any] = (
