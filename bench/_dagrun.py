@@ -138,9 +138,9 @@ def run_dag(path: str, dag_id: str) -> dict[str, Any]:
     spec.loader.exec_module(module)
     stats = _journal_stats()
     if os.environ.get("BENCH_NO_JOURNAL"):  # diagnosis only: the same run without the write-ahead
-        from vantax_provider.operators import _state
+        from vantax_provider import task_state
 
-        _state.state_store = lambda context: None  # type: ignore[assignment]
+        task_state.state_store = lambda context: None  # type: ignore[assignment]
     profile_to = os.environ.get("BENCH_PROFILE")
     started = time.perf_counter()
     if profile_to:
@@ -156,7 +156,7 @@ def run_dag(path: str, dag_id: str) -> dict[str, Any]:
 
 def _journal_stats() -> dict[str, Any]:
     """The journal's write count and time of the run, filled in when it closes (for the profile)."""
-    from vantax_provider.operators._bulk_journal import Journal
+    from vantax_provider.bulk.journal import Journal
 
     stats: dict[str, Any] = {}
     close = Journal.close

@@ -27,25 +27,7 @@ def derive_idempotency_key(
 
     :param recipient: the recipient's position in a bulk send.
     """
-    return _key([dag_id, task_id, run_id, _map(map_index), conversation_id, body, recipient])
-
-
-def derive_bulk_idempotency_key(
-    *,
-    dag_id: str,
-    task_id: str,
-    run_id: str,
-    map_index: int | None,
-    conversation_id: str,
-    body: dict[str, Any],
-) -> str:
-    """
-    The key of one message of a bulk send: the task instance and the message, not its position.
-
-    Two rows of one list that render to the same conversation and body share a key (the bulk
-    operator sends them once); a row that moves in a changed list keeps its key.
-    """
-    return _key(["bulk", dag_id, task_id, run_id, _map(map_index), conversation_id, body])
+    return derive_key([dag_id, task_id, run_id, map_index_part(map_index), conversation_id, body, recipient])
 
 
 def derive_single_send_key(
@@ -62,13 +44,20 @@ def derive_single_send_key(
 
     Not the body, so a field that renders differently on a retry still presents the same key.
     """
-    return _key(["single", dag_id, task_id, run_id, map_index, generation, conversation_id])
+    return derive_key(["single", dag_id, task_id, run_id, map_index, generation, conversation_id])
 
 
-def _map(map_index: int | None) -> int:
+def map_index_part(map_index: int | None) -> int:
+    """A task instance's map index as a key part: -1 when it is not mapped."""
     return -1 if map_index is None else map_index
 
 
-def _key(parts: list[Any]) -> str:
+def derive_key(parts: list[Any]) -> str:
+    """
+    The key for a list of JSON values: the prefix and 48 hex characters of their SHA-256.
+
+    The recipes above, and the bulk send's (:func:`vantax_provider.bulk.items.bulk_key`), are
+    built on it; a recipe must never change, or a retry after an upgrade would send again.
+    """
     material = json.dumps(parts, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:48]

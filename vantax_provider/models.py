@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
@@ -319,63 +318,3 @@ class DeliveryCheck:
     text: str
     status: str | None = None
     message: Message | None = None
-
-
-# -- results of a bulk send (VantaxHook.asend_many) ------------------------------------------
-
-#: One message to send: its position in the batch, the validated request and its idempotency key.
-BulkItem = tuple[int, SendMessageRequest, str | None]
-
-
-@dataclass(frozen=True)
-class SendOutcome:
-    """
-    What happened to one message of a batch; never the body.
-
-    :param index: the recipient's position in the batch.
-    :param conversation_id: the conversation the message was posted into.
-    :param message_id: the created message's id, on success.
-    :param status: its status as the create call returned it, on success.
-    :param error: why it failed (field or HTTP reason), on failure.
-    :param maybe_sent: the failure left it unknown whether the message was created.
-    """
-
-    index: int
-    conversation_id: str
-    message_id: str | None = None
-    status: str | None = None
-    error: str | None = None
-    maybe_sent: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
-class BulkProgress:
-    """
-    Live counters of a running batch, handed to the tick callback.
-
-    :param started: ``time.monotonic()`` when the batch started.
-    """
-
-    started: float
-    sent: int = 0
-    failed: int = 0
-    in_flight: int = 0
-    finished: bool = False
-
-    @property
-    def done(self) -> int:
-        return self.sent + self.failed
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    @property
-    def rate(self) -> float:
-        """Messages finished per second so far."""
-        elapsed = self.elapsed
-        return self.done / elapsed if elapsed > 0 else 0.0

@@ -6,7 +6,7 @@ block that is not a whole module, uses an undefined name or lacks an import fail
 DAG a block defines is then run with ``dag.test()`` against the emulator, with a ``vantax_default``
 connection that has no extras, and every task must succeed. Blocks that include a file from
 example_dags/ (``--8<--``) are left out: those files are run by tests/example_dags/ and
-tests/operators/bulk/.
+tests/bulk/.
 
 The README's own first steps (the emulator, ``airflow connections add``, then ``airflow dags
 test``) and the "try it without an account" path of docs/getting-started.md are run as a user

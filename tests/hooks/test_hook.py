@@ -233,36 +233,3 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
         waits = {policy.backoff(retry) for _ in range(50)}
         assert all(ceiling / 2 <= w <= ceiling for w in waits)
         assert len(waits) > 1
-
-
-@pytest.mark.parametrize(("max_concurrency", "ahead"), [(1, 0), (8, 0), (8, 24)])
-def test_a_refused_key_ends_a_batch_of_many(
-    make_hook: Callable[..., VantaxHook], vantax_emulator: Emulator, max_concurrency: int, ahead: int
-) -> None:
-    hook = make_hook(api_key="vx_test_not_the_key")
-    taken: list[int] = []
-
-    def items():  # type: ignore[no-untyped-def]
-        for i in range(1000):
-            taken.append(i)
-            yield i, hook.build_request(f"conv_{i}", channel="facebook", content="hi"), f"key-{i}"
-
-    outcomes, unsent = [], []
-
-    async def run() -> None:
-        try:
-            await hook.asend_many(
-                items(), max_concurrency=max_concurrency, ahead=ahead, on_outcome=outcomes.append,
-                on_unsent=unsent.append,
-            )  # fmt: skip
-        finally:
-            await hook.aclose()
-
-    with pytest.raises(VantaxAuthenticationError, match="HTTP 401"):
-        asyncio.run(run())
-    requests = vantax_emulator.requests()
-    assert 1 <= len(requests) <= max_concurrency and all(r["status"] == 401 for r in requests)
-    assert len(outcomes) == len(requests) and not any(o.ok or o.maybe_sent for o in outcomes)
-    # Every item taken is accounted for: refused, or reported as never started.
-    assert sorted([o.index for o in outcomes] + [item[0] for item in unsent]) == taken
-    assert len(taken) <= max_concurrency + ahead + 1

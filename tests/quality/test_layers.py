@@ -52,7 +52,7 @@ def _verdicts(output: str) -> dict[str, str]:
         "The client does not depend on the emulator",
         "No module imports another package's private (underscore) module",
         "No import cycle between the modules of one package",
-        "Layers: models/exceptions/status < hooks < triggers, notifications < operators, sensors",
+        "Layers: models/exceptions/status < hooks < bulk < triggers, notifications < operators, sensors",
     ]
     verdicts = {}
     for name in names:
@@ -82,6 +82,24 @@ CASES = {
         "from vantax_provider.triggers import vantax",
         "Layers",
         "vantax_provider.hooks._settings -> vantax_provider.triggers.vantax",
+    ),
+    "upward import: the hook imports the bulk layer": (
+        "hooks/vantax.py",
+        "from vantax_provider.bulk.engine import send_many",
+        "Layers",
+        "vantax_provider.hooks.vantax -> vantax_provider.bulk.engine",
+    ),
+    "upward import: the bulk layer imports an operator": (
+        "bulk/send.py",
+        "from vantax_provider.operators import vantax_bulk",
+        "Layers",
+        "vantax_provider.bulk.send -> vantax_provider.operators.vantax_bulk",
+    ),
+    "the bulk layer's private module from another package": (
+        "operators/vantax_bulk.py",
+        "from vantax_provider.bulk._segments import HEAD_KEY",
+        "No module imports another package's private",
+        "vantax_provider.operators.vantax_bulk -> vantax_provider.bulk._segments",
     ),
     "sideways import: a trigger imports the notifier": (
         "triggers/vantax.py",

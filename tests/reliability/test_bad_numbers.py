@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.reliability._support import figures
+from vantax_provider.bulk.engine import send_many
 from vantax_provider.emulator.testing import Emulator
 from vantax_provider.exceptions import VantaxConfigurationError, VantaxNotFoundError
 from vantax_provider.hooks.vantax import VantaxHook
@@ -70,11 +71,26 @@ def _hook_await(name: str) -> Callable[[Any], Any]:
     return call
 
 
+class _NoLedger:
+    def admit(self, item: Any) -> None:
+        return None
+
+    def record(self, outcome: Any) -> None:
+        pass
+
+    def unsent(self, item: Any) -> None:
+        pass
+
+    async def tick(self, progress: Any) -> None:
+        pass
+
+
 def _hook_many(name: str) -> Callable[[Any], Any]:
     async def run(value: Any) -> Any:
         hook = VantaxHook()
         try:
-            return await hook.asend_many([], **{name: value})
+            args: dict[str, Any] = {"max_concurrency": 4, "ahead": 0, "tick_interval": 1.0, name: value}
+            return await send_many(hook, [], _NoLedger(), repeat_uncertain=True, **args)
         finally:
             await hook.aclose()
 
@@ -131,7 +147,7 @@ CASES = [
     Case("VantaxHook.await_message_status", "end_time", _hook_await("end_time"), 0.0),
     Case("VantaxHook.await_message_status", "poll_interval", _hook_await("poll_interval"), 1),
     *(
-        Case("VantaxHook.asend_many", name, _hook_many(name), good)
+        Case("bulk.engine.send_many", name, _hook_many(name), good)
         for name, good in [("max_concurrency", 4), ("ahead", 0), ("tick_interval", 1)]
     ),
 ]
@@ -151,8 +167,6 @@ def _numeric_parameters(function: Callable[..., Any]) -> set[str]:
 
 
 def test_the_table_covers_every_numeric_argument() -> None:
-    from vantax_provider.hooks._bulk import asend_many
-
     targets: dict[str, Callable[..., Any]] = {
         cls.__name__: cls.__init__
         for cls in (
@@ -160,7 +174,7 @@ def test_the_table_covers_every_numeric_argument() -> None:
             VantaxMessageStatusTrigger, VantaxMessagesStatusTrigger, VantaxHook, VantaxNotifier,
         )
     }  # fmt: skip
-    targets["VantaxHook.asend_many"] = asend_many
+    targets["bulk.engine.send_many"] = send_many
     for name, member in inspect.getmembers(VantaxHook, inspect.isfunction):
         if not name.startswith("_") and member.__qualname__.startswith("VantaxHook."):
             targets[f"VantaxHook.{name}"] = member

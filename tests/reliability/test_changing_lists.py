@@ -13,7 +13,7 @@ Each scenario (seeded) runs three tries of one task instance over one state stor
 The crash is simulated in-process, as a SIGKILL would leave things: at the crash moment no
 request starts any more, requests already on the wire still reach the service but their
 answers are lost, and no state-store write lands from then on.  (A real SIGKILL of a task
-process is in tests/operators/bulk/test_crash_resume.py.)
+process is in tests/bulk/test_crash_resume.py.)
 
 Counted on the emulator per (conversation, body): with ``on_uncertain="skip"`` each is created
 at most once, and each row of the last list is created or listed as ``maybe_sent``; with

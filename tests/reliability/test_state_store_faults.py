@@ -38,8 +38,8 @@ from tests.reliability._support import (
     settle,
 )
 from vantax_provider._compat import AirflowException, AirflowFailException
+from vantax_provider.bulk.journal import JournalUnavailable
 from vantax_provider.emulator.testing import Emulator
-from vantax_provider.operators._bulk_journal import JournalUnavailable
 from vantax_provider.operators.vantax_bulk import VantaxBulkSendMessageOperator
 
 N = 60
@@ -105,7 +105,7 @@ class FaultyStore:
 @pytest.fixture
 def quick_store_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """The journal's store retries, shrunk: 10 ms first backoff, 1.5 s before it gives up."""
-    from vantax_provider.operators import _bulk_journal
+    from vantax_provider.bulk import journal as _bulk_journal
 
     monkeypatch.setattr(_bulk_journal, "STORE_BACKOFF", 0.01, raising=False)
     monkeypatch.setattr(_bulk_journal, "STORE_TIMEOUT", 1.5, raising=False)

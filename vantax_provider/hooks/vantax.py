@@ -32,8 +32,6 @@ from vantax_provider.hooks._transport import Transport
 from vantax_provider.hooks._waiting import Poll, judged
 from vantax_provider.hooks._wire import create_call, message_path, path_segment
 from vantax_provider.models import (
-    BulkItem,
-    BulkProgress,
     Channel,
     DeliveryCheck,
     Message,
@@ -349,20 +347,6 @@ class VantaxHook(BaseHook):
                 conversation_id, message_id, success_statuses=success, failure_statuses=failure
             )
         )
-
-    # -- many messages ----------------------------------------------------------------------
-
-    async def asend_many(self, items: Iterable[BulkItem], **kwargs: Any) -> BulkProgress:
-        """
-        Send many validated messages concurrently through this hook's pacer and retries.
-
-        ``items`` yields ``(index, request, idempotency_key)``; see
-        :func:`vantax_provider.hooks._bulk.asend_many` for ``max_concurrency``, ``on_outcome``,
-        ``on_tick``, ``tick_interval``, ``admit`` and ``ahead``.
-        """
-        from vantax_provider.hooks._bulk import asend_many
-
-        return await asend_many(self, items, **kwargs)
 
     def test_connection(self) -> tuple[bool, str]:
         """

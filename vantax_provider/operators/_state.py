@@ -1,10 +1,8 @@
 """
-What a send remembers across tries of one task instance, and its default idempotency key.
+What the single send remembers across tries of one task instance, and its default idempotency key.
 
-Airflow 3 clears XCom between tries, so a send is remembered in the task's
-``task_state_store`` (Airflow >= 3.3).  On 3.1/3.2 there is none: a retry then sends again
-under the same derived ``Idempotency-Key``, and deduplication is up to the service.
-Shared by the single and the bulk send operators; the single send's record and key are below.
+The record lives in the task's ``task_state_store`` (:mod:`vantax_provider.task_state`, shared
+with the bulk send); on Airflow 3.1/3.2 there is none and nothing is remembered.
 """
 
 from __future__ import annotations
@@ -13,8 +11,9 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from vantax_provider import task_state
 from vantax_provider.idempotency import derive_single_send_key
 
 if TYPE_CHECKING:
@@ -25,35 +24,10 @@ log = logging.getLogger(__name__)
 #: The key under which the single-send operator keeps its record (see :func:`save_single`).
 SENT_MESSAGE_KEY = "vantax_sent_message"
 
-_warned_missing = False
-
-
-class StateStore(Protocol):
-    """The part of Airflow's ``TaskStateStoreAccessor`` used here."""
-
-    def get(self, key: str, default: Any = None) -> Any: ...
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None: ...
-
-    def delete(self, key: str) -> None: ...
-
-
-def state_store(context: Context | Mapping[str, Any]) -> StateStore | None:
-    """The task's state store, or None (logged once per process at INFO) on Airflow before 3.3."""
-    global _warned_missing
-    store = cast("Mapping[str, Any]", context).get("task_state_store")
-    if store is None and not _warned_missing:
-        _warned_missing = True
-        log.info(
-            "This Airflow has no task_state_store (it needs 3.3): a retried task instance may send again, "
-            "under the same Idempotency-Key, and relies on Vantax to deduplicate it."
-        )
-    return cast("StateStore | None", store)
-
 
 def load(context: Context | Mapping[str, Any], key: str) -> Any:
     """The value stored under ``key`` by an earlier try of this task instance, or None."""
-    store = state_store(context)
+    store = task_state.state_store(context)
     return None if store is None else store.get(key)
 
 
@@ -63,23 +37,11 @@ def save(context: Context | Mapping[str, Any], key: str, value: Any) -> bool:
 
     Kept for the default retention (``[state_store] default_retention_days``), far beyond any retry.
     """
-    store = state_store(context)
+    store = task_state.state_store(context)
     if store is None:
         return False
     store.set(key, value)
     return True
-
-
-def task_identity(context: Context | Mapping[str, Any]) -> dict[str, Any]:
-    """dag_id, task_id, run_id and map_index of the running task instance."""
-    ti = cast("Mapping[str, Any]", context)["ti"]
-    map_index = getattr(ti, "map_index", None)
-    return {
-        "dag_id": ti.dag_id,
-        "task_id": ti.task_id,
-        "run_id": ti.run_id,
-        "map_index": None if map_index is None or map_index < 0 else int(map_index),
-    }
 
 
 # -- the single send: an intent written before the POST ------------------------------------------
@@ -116,7 +78,7 @@ def single_send_key(
     if option is not None:
         return option
     return derive_single_send_key(
-        **task_identity(context), generation=generation(context), conversation_id=conversation_id
+        **task_state.task_identity(context), generation=generation(context), conversation_id=conversation_id
     )
 
 
@@ -156,7 +118,7 @@ def save_single(context: Context | Mapping[str, Any], record: dict[str, Any]) ->
 
 def forget_single(context: Context | Mapping[str, Any]) -> None:
     """Drop the intent of a send that certainly created nothing (the request was refused)."""
-    store = state_store(context)
+    store = task_state.state_store(context)
     if store is None:
         return
     try:

@@ -11,24 +11,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from vantax_provider._compat import AirflowException, AirflowFailException, default_deferrable
+from vantax_provider.bulk import report as reports
+from vantax_provider.bulk.arguments import check_arguments
+from vantax_provider.bulk.outcomes import EXAMPLE_ERRORS
+from vantax_provider.bulk.render import Renderer, recipient_list, renders_as_itself
+from vantax_provider.bulk.report import read_report as read_report  # re-exported
+from vantax_provider.bulk.send import Options, key_refused, send_try
 from vantax_provider.contract import DEFAULT_CONN_ID
 from vantax_provider.defaults import (
     DEFAULT_DELIVERY_TIMEOUT,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_SEND_CONCURRENCY,
-)
-from vantax_provider.exceptions import VantaxAuthenticationError
-from vantax_provider.operators import _bulk_report, _state
-from vantax_provider.operators._bulk_items import bulk_items
-from vantax_provider.operators._bulk_journal import Journal
-from vantax_provider.operators._bulk_outcomes import EXAMPLE_ERRORS, Batch
-from vantax_provider.operators._bulk_report import read_report as read_report  # re-exported
-from vantax_provider.operators._bulk_support import (
-    Renderer,
-    check_arguments,
-    key_refused,
-    recipient_list,
-    renders_as_itself,
 )
 from vantax_provider.status import check_status_sets, settle_until, status_set, to_seconds
 from vantax_provider.templating import check_render_step, keep_xcom_values_literal, values_from_xcom
@@ -132,9 +125,9 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         delivery_timeout: float | timedelta | None = DEFAULT_DELIVERY_TIMEOUT,
         success_statuses: Iterable[str] | str | None = None,
         failure_statuses: Iterable[str] | str | None = None,
-        report_path: str | bool | None = _bulk_report.DEFAULT_REPORT_PATH,
+        report_path: str | bool | None = reports.DEFAULT_REPORT_PATH,
         report_conn_id: str | None = None,
-        max_listed_outcomes: int = _bulk_report.DEFAULT_MAX_LISTED,
+        max_listed_outcomes: int = reports.DEFAULT_MAX_LISTED,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -214,102 +207,22 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         renderer = Renderer(self.message_fields, context, literal=self.xcom_message_fields)
         hook = self._make_hook()
         _ = hook.settings  # read the connection now, outside the event loop, and fail early if unusable
-        journal = Journal(
-            _state.state_store(context), window=self.max_uncertain, interval=self.checkpoint_interval,
-            keep_messages=self.wait_for_delivery,
+        options = Options(
+            max_concurrency=self.max_concurrency, max_uncertain=self.max_uncertain,
+            checkpoint_interval=self.checkpoint_interval, progress_interval=self.progress_interval,
+            skip_uncertain=self.on_uncertain == "skip", idempotency_key_field=self.idempotency_key_field,
+            keep_messages=self.wait_for_delivery, report_path=self.report_path,
+            report_conn_id=self.report_conn_id, max_listed_outcomes=self.max_listed_outcomes,
         )  # fmt: skip
-        journal.load()  # a store that cannot be read fails the try here, before any request
-        if journal.prior_done or journal.prior_maybe or journal.prior_uncertain:
-            self.log.info(
-                "An earlier try sent %d messages of this task; %d more may have been sent (on_uncertain=%r).",
-                len(journal.prior_done), len(journal.prior_maybe | journal.prior_uncertain),
-                self.on_uncertain,
-            )  # fmt: skip
-        report = self._open_report(context)  # an unwritable folder fails here, before sending
-        batch = Batch(
-            len(recipients), journal, self.log, progress_interval=self.progress_interval,
-            skip_uncertain=self.on_uncertain == "skip", report=report,
-            listed_limit=self.max_listed_outcomes, keep_pairs=self.wait_for_delivery,
-        )  # fmt: skip
-        items = bulk_items(
-            recipients, renderer, hook, _state.task_identity(context), batch,
-            own_key_field=self.idempotency_key_field, skip_uncertain=self.on_uncertain == "skip",
-        )  # fmt: skip
-
-        async def run() -> None:
-            journal.start()
-            try:
-                await hook.asend_many(
-                    items, max_concurrency=self.max_concurrency, on_outcome=batch.record, on_tick=batch.tick,
-                    tick_interval=self.progress_interval, admit=batch.admit,
-                    ahead=self.max_uncertain - self.max_concurrency, on_unsent=batch.unsent,
-                    repeat_uncertain=self.on_uncertain == "resend",
-                )  # fmt: skip
-            finally:
-                try:
-                    await journal.close()
-                finally:
-                    await hook.aclose()
-
-        refused: VantaxAuthenticationError | None = None
-        try:
-            asyncio.run(run())
-        except VantaxAuthenticationError as exc:  # the batch stopped at the first refusal of the key
-            refused = exc
-        finally:
-            batch.finish()  # the rows so far reach the report, also when sending stopped on an error
-        result = self._result(batch, report)
-        batch.log_summary()
-        if refused is not None:  # every other recipient would be refused too, now and on a retry
+        done = send_try(recipients, renderer, hook, context, options, self.log)
+        result = done.result
+        if done.refused is not None:  # every other recipient would be refused too, now and on a retry
             context["ti"].xcom_push(key=FAILED_RESULT_XCOM_KEY, value=result)
-            raise key_refused(result, refused, FAILED_RESULT_XCOM_KEY)
-        self._apply_policy(context, result, result["failed"] + result["invalid"], batch.examples)
+            raise key_refused(result, done.refused, FAILED_RESULT_XCOM_KEY)
+        self._apply_policy(context, result, result["failed"] + result["invalid"], done.examples)
         if self.wait_for_delivery:
-            return self._wait(context, result, self._pairs(batch, journal))
+            return self._wait(context, result, done.pairs(self.log))
         return result
-
-    def _pairs(self, batch: Batch, journal: Journal) -> list[list[str]]:
-        """What to wait for: this try's messages and every message an earlier try created."""
-        if batch.unknown_messages:  # recorded by a provider version that kept no message ids
-            self.log.warning("%d recipients an earlier try sent have no message id on record: their "
-                             "delivery is not checked.", batch.unknown_messages)  # fmt: skip
-        unlisted = list(journal.prior_messages.values())  # sent to recipients no longer in the list
-        if unlisted:
-            self.log.info("Also waiting for %d messages an earlier try sent.", len(unlisted))
-        return (batch.pairs or []) + unlisted
-
-    # -- the report and the result --------------------------------------------------------------
-
-    def _open_report(self, context: Context) -> _bulk_report.ReportWriter | None:
-        """This try's report, created empty now; None when reports are off."""
-        base = _bulk_report.base_uri(self.report_path)
-        if base is None:
-            return None
-        uri = _bulk_report.report_uri(base, context["ti"])
-        try:
-            return _bulk_report.ReportWriter(uri, self.report_conn_id)
-        except Exception as exc:  # nothing was sent: fail now, naming the setting
-            raise AirflowException(
-                f"report_path: cannot write the bulk report {uri} ({type(exc).__name__}: {str(exc)[:300]}); "
-                "nothing was sent. Fix the folder or its report_conn_id, or set report_path=None."
-            ) from None
-
-    def _result(self, batch: Batch, writer: _bulk_report.ReportWriter | None) -> dict[str, Any]:
-        """The bounded XCom result, pointing to the report (None when it could not be written)."""
-        error = batch.report_error
-        if writer is not None and error is not None:
-            # The sends happened: keep their result, do not invite a re-send.
-            self.log.error(
-                "Could not write the Vantax bulk report %s (%s). The messages were sent; the XCom "
-                "result keeps the counts and the first %d recipients that need attention.",
-                writer.uri, error, self.max_listed_outcomes,
-            )  # fmt: skip
-        elif writer is not None:
-            self.log.info("Vantax bulk report (%d recipients): %s", writer.lines, writer.uri)
-        report = None if writer is None or error is not None else writer.uri
-        return _bulk_report.summary(
-            batch.total, batch.counts, batch.listing, report=report, report_error=error
-        )
 
     def _apply_policy(
         self,
@@ -402,7 +315,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             pairs = ti.xcom_pull(task_ids=ti.task_id, key=WAIT_MESSAGES_XCOM_KEY, map_indexes=ti.map_index)
         pairs = [list(p) for p in pairs or ()]
         counts = dict(event.get("counts") or {})
-        listed, listed_total = _bulk_report.undelivered(
+        listed, listed_total = reports.undelivered(
             pairs, event, self.max_listed_outcomes,
             frozenset(self.success_statuses), frozenset(self.failure_statuses),
         )  # fmt: skip
@@ -410,7 +323,7 @@ class VantaxBulkSendMessageOperator(BaseOperator):
             "status": event.get("status"), "counts": counts, "success_status": event.get("success_status"),
             "undelivered": listed,
             "truncated": listed_total > len(listed) or bool(event.get("statuses_omitted")),
-            "report": _bulk_report.write_delivery_report(
+            "report": reports.write_delivery_report(
                 result.get("report"), self.report_conn_id, pairs, event, self.log
             ),
         }  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 from vantax_dagtest import load_dag, task_states, xcom
 
 from vantax_provider._compat import AirflowException
-from vantax_provider.operators import _bulk_report
+from vantax_provider.bulk import report as _bulk_report
 from vantax_provider.operators.vantax_bulk import (
     FAILED_RESULT_XCOM_KEY,
     VantaxBulkSendMessageOperator,
@@ -234,7 +234,7 @@ def test_the_report_is_in_list_order_when_sends_finish_out_of_order(emu, context
 
 def test_rows_reach_the_report_as_soon_as_those_before_them_are_done(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The batch keeps no row once written: a row waits only for the rows before it."""
-    from vantax_provider.operators._bulk_outcomes import Batch
+    from vantax_provider.bulk.outcomes import Batch
 
     monkeypatch.setattr(_bulk_report, "FLUSH_LINES", 3)
     path = tmp_path / "r.jsonl"

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from vantax_provider.bulk.journal import identity
+from vantax_provider.bulk.render import Renderer, RenderError, recipient_problem
+from vantax_provider.bulk.types import BulkItem
 from vantax_provider.exceptions import VantaxValidationError
-from vantax_provider.idempotency import derive_bulk_idempotency_key
-from vantax_provider.operators._bulk_journal import identity
-from vantax_provider.operators._bulk_support import Renderer, RenderError, recipient_problem
+from vantax_provider.idempotency import derive_key, map_index_part
 
 if TYPE_CHECKING:
+    from vantax_provider.bulk.outcomes import Batch
     from vantax_provider.hooks.vantax import VantaxHook
-    from vantax_provider.models import BulkItem
-    from vantax_provider.operators._bulk_outcomes import Batch
 
 
 def bulk_items(
@@ -50,7 +50,7 @@ def bulk_items(
             batch.invalid(index, fields.get("conversation_id"), "; ".join(str(e) for e in exc.errors))
             continue
         cid = request.conversation_id
-        derived = derive_bulk_idempotency_key(**task, conversation_id=cid, body=request.to_body())
+        derived = bulk_key(**task, conversation_id=cid, body=request.to_body())
         key = derived
         if own_key_field is not None:
             key, problem = own_key(recipient, own_key_field)
@@ -79,8 +79,25 @@ def bulk_items(
         if earlier == "maybe" and skip_uncertain:
             batch.maybe_sent(index, cid, "an earlier try may have sent it (its outcome is unknown)")
             continue
-        batch.identities[index] = ident
-        yield index, request, key
+        yield BulkItem(index, request, key, ident)
+
+
+def bulk_key(
+    *,
+    dag_id: str,
+    task_id: str,
+    run_id: str,
+    map_index: int | None,
+    conversation_id: str,
+    body: dict[str, Any],
+) -> str:
+    """
+    The key of one message of a bulk send: the task instance and the message, not its position.
+
+    Two rows of one list that render to the same conversation and body share a key (the bulk
+    operator sends them once); a row that moves in a changed list keeps its key.
+    """
+    return derive_key(["bulk", dag_id, task_id, run_id, map_index_part(map_index), conversation_id, body])
 
 
 def own_key(recipient: Mapping[str, Any], field: str) -> tuple[str, str | None]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.doubles import StateStore
-from vantax_provider.operators._bulk_journal import (
+from vantax_provider.bulk.journal import (
     HEAD_BYTES,
     HEAD_KEY,
     MAX_WINDOW,
@@ -236,8 +236,8 @@ def test_an_error_leaves_only_started_requests_uncertain(nodedup, context, monke
     An unexpected error stops the batch while messages are listed ahead: those whose request never
     started are recorded as not sent, so the retry sends them instead of calling them maybe_sent.
     """
+    from vantax_provider.bulk.render import Renderer
     from vantax_provider.hooks.vantax import VantaxHook
-    from vantax_provider.operators._bulk_support import Renderer
 
     store = SlowStore()
     started: set[int] = set()
@@ -309,8 +309,8 @@ def test_while_writes_fail_no_request_starts_without_a_stored_intent(
     nodedup, context, store, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     """Writes 2 to 6 fail: the requests wait for a write that lists them (none goes out unrecorded)."""
+    from vantax_provider.bulk import journal as _bulk_journal
     from vantax_provider.hooks.vantax import VantaxHook
-    from vantax_provider.operators import _bulk_journal
 
     monkeypatch.setattr(_bulk_journal, "STORE_BACKOFF", 0.01, raising=False)
     listed: list[bool] = []
@@ -333,7 +333,7 @@ def test_while_writes_fail_no_request_starts_without_a_stored_intent(
 
 def test_the_final_write_is_tried_again_after_the_last_send(nodedup, context, store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The write that records the last sends fails twice; tried again with backoff, it gets through."""
-    from vantax_provider.operators import _bulk_journal
+    from vantax_provider.bulk import journal as _bulk_journal
 
     monkeypatch.setattr(_bulk_journal, "STORE_BACKOFF", 0.01)
 
@@ -360,7 +360,7 @@ def test_the_final_write_is_tried_again_after_the_last_send(nodedup, context, st
 
 def test_a_journal_written_before_message_ids_were_kept_is_still_read(store) -> None:  # type: ignore[no-untyped-def]
     """A version-1 head (identities only): what it records is skipped; its messages are unknown."""
-    from vantax_provider.operators._bulk_journal import pack
+    from vantax_provider.bulk.journal import pack
 
     done, maybe = [identity("a"), identity("b")], [identity("c")]
     store.set(HEAD_KEY, {"v": 1, "sealed": 0, "done": pack(done), "maybe": pack(maybe), "intent": ""})

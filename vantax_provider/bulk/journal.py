@@ -36,7 +36,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from vantax_provider._compat import AirflowException
-from vantax_provider.operators._bulk_segments import (
+from vantax_provider.bulk._segments import (
     HEAD_BYTES,
     HEAD_KEY,
     ID_BYTES,
@@ -56,7 +56,7 @@ from vantax_provider.operators._bulk_segments import (
 )
 
 if TYPE_CHECKING:
-    from vantax_provider.operators._state import StateStore
+    from vantax_provider.task_state import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """
-The stored form of the bulk journal (``_bulk_journal``): identities, messages, sealed segments.
+The stored form of the bulk journal (:mod:`.journal`): identities, messages, sealed segments.
 
 An identity is 8 bytes, stored as base64; a message is ``[conversation_id, message_id]``, stored as
 JSON next to its identity.  Sizes are counted as JSON with every non-ASCII character escaped (the

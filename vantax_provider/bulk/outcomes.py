@@ -12,13 +12,13 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from vantax_provider.operators._bulk_report import OUTCOMES, Listing, ReportWriter
+from vantax_provider.bulk.report import OUTCOMES, Listing, ReportWriter
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from vantax_provider.models import BulkItem, BulkProgress, SendOutcome
-    from vantax_provider.operators._bulk_journal import Journal
+    from vantax_provider.bulk.journal import Journal
+    from vantax_provider.bulk.types import BulkItem, BulkProgress, SendOutcome
 
 #: Errors quoted in full in the exception of a task failed by its failure policy.
 EXAMPLE_ERRORS = 5
@@ -54,7 +54,6 @@ class Batch:
         self.total, self.journal, self.log = total, journal, log
         self.progress_interval = progress_interval
         self.skip_uncertain = skip_uncertain
-        self.identities: dict[int, int] = {}  # position -> journal identity, while being sent
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self.listing = Listing(listed_limit)
         self.examples: list[str] = []
@@ -67,15 +66,15 @@ class Batch:
         self._last_log = time.monotonic()
 
     def admit(self, item: BulkItem) -> Awaitable[None] | None:
-        return self.journal.admit(self.identities[item[0]])
+        """Write-ahead: the journal lists the item before its request starts."""
+        return self.journal.admit(item.identity)
 
     def unsent(self, item: BulkItem) -> None:
         """An admitted message whose request never started (the batch stopped): known not sent."""
-        self.journal.finished(self.identities.pop(item[0]), sent=False)
+        self.journal.finished(item.identity, sent=False)
 
     def record(self, outcome: SendOutcome) -> None:
         entry: dict[str, Any] = {"index": outcome.index, "conversation_id": outcome.conversation_id}
-        ident = self.identities.pop(outcome.index)
         if outcome.ok:
             entry.update(outcome="sent", message_id=outcome.message_id, status=outcome.status)
             self.counts["sent"] += 1
@@ -88,7 +87,7 @@ class Batch:
                 entry["maybe_sent"] = True
             self.counts["failed"] += 1
         message = [outcome.conversation_id, outcome.message_id] if outcome.ok and outcome.message_id else None
-        self.journal.finished(ident, sent=outcome.ok, maybe=outcome.maybe_sent, message=message)
+        self.journal.finished(outcome.identity, sent=outcome.ok, maybe=outcome.maybe_sent, message=message)
         self._add(entry)
 
     def _set(self, index: int, conversation_id: Any, outcome: str, **extra: Any) -> None:
