@@ -14,7 +14,7 @@ rules read fail loudly (:class:`AirflowException` naming them) when a new Airflo
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping, Sequence, Sized
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence, Sized
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from vantax_provider._compat import AirflowException
@@ -157,6 +157,31 @@ class TemplateFiles(_Base):
         (operators fail without retries).
         """
         return error
+
+
+class XComValuesAsData(_Base):
+    """
+    Mixin for an operator whose fields may come from an XCom: such text is data, never a template.
+
+    Overrides Airflow's per-object rendering step (guarded by :func:`check_render_step`) to add the
+    ids of the values that came from an XCom to ``seen_oids``, which Airflow then leaves as they are.
+    """
+
+    def _do_render_template_fields(
+        self,
+        parent: Any,
+        template_fields: Iterable[str],
+        context: Context,
+        jinja_env: jinja2.Environment,
+        seen_oids: set[int],
+    ) -> None:
+        if parent is self:
+            seen_oids = seen_oids | keep_xcom_values_literal(self, context)
+            self.found_xcom_values(context)
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+
+    def found_xcom_values(self, context: Context) -> None:
+        """Called once per rendering, after the template fields from an XCom were resolved."""
 
 
 def _not_found_reason(value: str, env: jinja2.Environment) -> str:

@@ -120,11 +120,15 @@ def test_a_change_in_the_internals_fails_loudly(monkeypatch: pytest.MonkeyPatch)
 def test_the_overridden_render_step_exists_on_this_airflow_and_a_change_fails_loudly() -> None:
     from airflow.sdk import BaseOperator
 
-    from vantax_provider.templating import RENDER_STEP, check_render_step
+    from vantax_provider.templating import RENDER_STEP, XComValuesAsData, check_render_step
 
     check_render_step(BaseOperator)  # the Airflow under test (3.3 and the 3.1 floor) has it
+    assert RENDER_STEP in vars(XComValuesAsData)
     for operator in (Send, Bulk):
-        assert RENDER_STEP in vars(operator), f"{operator.__name__} no longer overrides the step it checks"
+        step = getattr(operator, RENDER_STEP)
+        assert step is XComValuesAsData._do_render_template_fields, (
+            f"{operator.__name__} no longer renders through the step it checks"
+        )
 
     class Renamed:
         def _do_render_fields(

@@ -25,7 +25,7 @@ from vantax_provider.status import (
     status_set,
     to_seconds,
 )
-from vantax_provider.templating import TemplateFiles, check_render_step, keep_xcom_values_literal
+from vantax_provider.templating import TemplateFiles, XComValuesAsData, check_render_step
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -69,7 +69,7 @@ class VantaxConversationLink(BaseOperatorLink):
 check_render_step(BaseOperator)  # the send operator overrides it below: fail here if it changed
 
 
-class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
+class VantaxSendMessageOperator(XComValuesAsData, TemplateFiles, BaseOperator):
     """
     Send one Vantax message, and optionally wait until it is delivered.
 
@@ -164,18 +164,6 @@ class VantaxSendMessageOperator(TemplateFiles, BaseOperator):
         self.success_statuses = sorted(status_set(success_statuses))
         self.failure_statuses = sorted(status_set(failure_statuses))
         check_status_sets(frozenset(self.success_statuses), frozenset(self.failure_statuses))
-
-    def _do_render_template_fields(
-        self,
-        parent: Any,
-        template_fields: Iterable[str],
-        context: Context,
-        jinja_env: Any,
-        seen_oids: set[int],
-    ) -> None:
-        if parent is self:  # text that came from an XCom is data: never rendered
-            seen_oids = seen_oids | keep_xcom_values_literal(self, context)
-        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
 
     def template_file_error(self, error: VantaxValidationError) -> Exception:
         return AirflowFailException(str(error))  # the same DAG files fail the same way on retry

@@ -24,7 +24,7 @@ from vantax_provider.defaults import (
     DEFAULT_SEND_CONCURRENCY,
 )
 from vantax_provider.status import check_status_sets, settle_until, status_set, to_seconds
-from vantax_provider.templating import check_render_step, keep_xcom_values_literal, values_from_xcom
+from vantax_provider.templating import XComValuesAsData, check_render_step, values_from_xcom
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -39,7 +39,7 @@ WAIT_RESULT_XCOM_KEY = "vantax_bulk_wait_result"  # deferred wait: the result, r
 check_render_step(BaseOperator)  # the operator overrides Airflow's rendering step: fail here if it changed
 
 
-class VantaxBulkSendMessageOperator(BaseOperator):
+class VantaxBulkSendMessageOperator(XComValuesAsData, BaseOperator):
     """
     Send one personalised Vantax message to each of many recipients, concurrently, from one task.
 
@@ -164,18 +164,9 @@ class VantaxBulkSendMessageOperator(BaseOperator):
         self.report_conn_id = report_conn_id
         self.max_listed_outcomes = max_listed_outcomes
 
-    def _do_render_template_fields(
-        self,
-        parent: Any,
-        template_fields: Iterable[str],
-        context: Context,
-        jinja_env: Any,
-        seen_oids: set[int],
-    ) -> None:
-        if parent is self:  # text that came from an XCom is data: never rendered, here or per recipient
-            seen_oids = seen_oids | keep_xcom_values_literal(self, context)
-            self.xcom_message_fields = frozenset(values_from_xcom(self, context, self.message_fields))
-        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+    def found_xcom_values(self, context: Context) -> None:
+        # A message field that came from an XCom is data too: sent as it is, not rendered per recipient.
+        self.xcom_message_fields = frozenset(values_from_xcom(self, context, self.message_fields))
 
     def render_template(
         self, content: Any, context: Context, jinja_env: Any = None, seen_oids: set[int] | None = None
