@@ -29,6 +29,9 @@ PLAN: list[tuple[str, dict[str, Any], str]] = [
     ("example_vantax_pipeline_alert.py", {"fail": True}, "failed"),  # shows the failure alert
     ("example_vantax_outreach.py", {}, "success"),
 ]
+#: Examples dag.test() cannot run: Airflow's own dag.test() fails on a DAG that declares a deadline
+#: (3.1 to 3.3), and nothing but a scheduler notices a missed deadline (docs/deadline-alerts.md).
+NEEDS_A_SCHEDULER = {"example_vantax_deadline_alert.py"}
 
 
 def run_plan(plan: list[tuple[str, dict[str, Any]]]) -> None:
@@ -51,7 +54,9 @@ def run_plan(plan: list[tuple[str, dict[str, Any]]]) -> None:
 
 def _plan() -> list[tuple[str, dict[str, Any], str | None]]:
     planned = {name for name, _, _ in PLAN}
-    others = sorted(p.name for p in EXAMPLES.glob("example_*.py") if p.name not in planned)
+    others = sorted(
+        p.name for p in EXAMPLES.glob("example_*.py") if p.name not in planned | NEEDS_A_SCHEDULER
+    )
     return [*PLAN, *((name, {}, None) for name in others)]
 
 
@@ -91,6 +96,8 @@ def main() -> int:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         plan = _plan()
         print(f"Running {len(plan)} example DAG runs with dag.test() ...", flush=True)
+        for name in sorted(NEEDS_A_SCHEDULER):
+            print(f"(Not run here: {name}, a deadline alert, needs a scheduler and a triggerer.)", flush=True)
         log = home / "dag-runs.log"
         with log.open("w") as out:
             child_plan = json.dumps([[str(home / "dags" / name), conf] for name, conf, _ in plan])
